@@ -1,0 +1,1 @@
+"""dlbook: a CNN-training course assignment as a reproducible, executable book."""

@@ -1,0 +1,164 @@
+"""The models the book trains or analyses.
+
+- `LeNet5`: the course's LeNet-5 (62,006 parameters) with the options the
+  questions vary: activation, batch norm, dropout, weight init.
+- `ResNet20`: He et al. (2016) CIFAR ResNet-20 (3 stages x 3 basic blocks,
+  16/32/64 channels, parameter-free "option A" shortcuts), its plain twin
+  (`shortcuts=False`), and a depthwise-separable variant (`separable=True`).
+- torchvision's SqueezeNet 1.0 and AlexNet, untrained, by name.
+
+`build_model(name, **options)` is the one entry point the rest of the code uses.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("relu", "leaky_relu", "swish")
+INITS = ("default", "kaiming_normal", "xavier_normal")
+
+
+class Swish(nn.Module):
+    """x * sigmoid(x) (Ramachandran et al. 2017, beta = 1); written out, not nn.SiLU."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+def make_activation(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.01)
+    if name == "swish":
+        return Swish()
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+class LeNet5(nn.Module):
+    """conv 3->6 5x5, act, pool 2; conv 6->16 5x5, act, pool 2; fc 400-120-84-10.
+
+    With `batch_norm`, a BN layer follows every conv/fc except the last (before
+    the activation). With `dropout > 0`, dropout follows the two hidden fc layers.
+    """
+
+    def __init__(self, activation="relu", batch_norm=False, dropout=0.0, init="default"):
+        super().__init__()
+
+        def norm(n, dims):
+            if not batch_norm:
+                return nn.Identity()
+            return nn.BatchNorm2d(n) if dims == 2 else nn.BatchNorm1d(n)
+
+        act = lambda: make_activation(activation)  # noqa: E731
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 6, 5), norm(6, 2), act(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), norm(16, 2), act(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(400, 120), norm(120, 1), act(), nn.Dropout(dropout),
+            nn.Linear(120, 84), norm(84, 1), act(), nn.Dropout(dropout),
+            nn.Linear(84, 10),
+        )
+        init_weights(self, init)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+def init_weights(model: nn.Module, init: str) -> None:
+    """Re-initialise every conv/linear weight; biases go to zero. 'default' keeps PyTorch's."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init == "default":
+        return
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if init == "kaiming_normal":
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            else:
+                nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def conv3x3(cin, cout, stride=1, separable=False) -> nn.Module:
+    """A bias-free 3x3 conv, or its depthwise-separable replacement (3x3 depthwise + 1x1)."""
+    if not separable:
+        return nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+        nn.Conv2d(cin, cout, 1, bias=False),
+    )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride, shortcut=True, separable=False):
+        super().__init__()
+        self.conv1 = conv3x3(cin, cout, stride, separable)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = conv3x3(cout, cout, 1, separable)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = shortcut
+        self.downsample = stride != 1 or cin != cout
+        self.extra_channels = cout - cin
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.shortcut:
+            # Option A: subsample and zero-pad channels, no parameters.
+            identity = x
+            if self.downsample:
+                identity = x[:, :, ::2, ::2]
+                pad = self.extra_channels // 2
+                identity = F.pad(identity, (0, 0, 0, 0, pad, self.extra_channels - pad))
+            out = out + identity
+        return F.relu(out)
+
+
+class ResNet20(nn.Module):
+    """CIFAR ResNet-20 (269,722 parameters); plain-20 with `shortcuts=False`."""
+
+    def __init__(self, num_classes=10, shortcuts=True, separable=False, blocks_per_stage=3):
+        super().__init__()
+        self.stem = nn.Sequential(conv3x3(3, 16, 1, separable), nn.BatchNorm2d(16), nn.ReLU())
+        stages, cin = [], 16
+        for i, cout in enumerate((16, 32, 64)):
+            blocks = []
+            for b in range(blocks_per_stage):
+                stride = 2 if (i > 0 and b == 0) else 1
+                blocks.append(BasicBlock(cin, cout, stride, shortcuts, separable))
+                cin = cout
+            stages.append(nn.Sequential(*blocks))
+        self.stage1, self.stage2, self.stage3 = stages
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.stage3(self.stage2(self.stage1(x)))
+        return self.head(x)
+
+
+MODELS = ("lenet5", "resnet20", "plain20", "resnet20_separable", "squeezenet1_0", "alexnet")
+
+
+def build_model(name: str, **options) -> nn.Module:
+    """Build a model by name. LeNet-5 options: activation, batch_norm, dropout, init."""
+    if name == "lenet5":
+        return LeNet5(**options)
+    if name in ("resnet20", "plain20", "resnet20_separable"):
+        return ResNet20(shortcuts=name != "plain20", separable=name == "resnet20_separable",
+                        **options)
+    if name in ("squeezenet1_0", "alexnet"):
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None, **options)
+    raise ValueError(f"model must be one of {MODELS}, got {name!r}")
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

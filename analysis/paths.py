@@ -1,0 +1,26 @@
+"""The one place that decides where data and results live.
+
+Each location is, in order of precedence: an explicit argument (a CLI flag),
+an environment variable, a default relative to the current directory (the
+project root when the book renders, since `_quarto.yml` sets execute-dir).
+"""
+import os
+from pathlib import Path
+
+DATA_ENV = "DLBOOK_DATA"
+RESULTS_ENV = "DLBOOK_RESULTS"
+PROFILE_ENV = "DLBOOK_PROFILE"
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
+PLAN_FILE = EXPERIMENTS_DIR / "plan.yaml"
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Folder that holds (or will hold) `cifar-10-batches-py/`."""
+    return Path(explicit or os.environ.get(DATA_ENV) or "data").expanduser().resolve()
+
+
+def results_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Folder that holds `runs/<key>/` for every finished run."""
+    return Path(explicit or os.environ.get(RESULTS_ENV) or "results").expanduser().resolve()
