@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--only", nargs="+", metavar="ID", default=None,
                         help="question ids (lab1-g) or experiment names to restrict to")
         sp.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="folder holding cifar-10-batches-py/ (default: $DLBOOK_DATA or ./data)")
+                        help="folder holding cifar-10-batches-py/ "
+                        "(default: $DLBOOK_DATA or ./data)")
         sp.add_argument("--results", metavar="DIR", default=None,
                         help="results folder (default: $DLBOOK_RESULTS or ./results)")
 
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dask", metavar="ADDRESS", default=None,
                     help="submit runs to a Dask scheduler (tcp://host:8786) instead of local "
                     "processes; workers need this package and the data")
+    sp.add_argument("--seeds", nargs="+", type=int, metavar="S", default=None,
+                    help="run only these seeds of the profile's seeds (e.g. a first look with "
+                    "--seeds 0 when GPU time is short; the rest can follow later)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     sp = sub.add_parser("status", help="list what the plan needs and what exists")
@@ -48,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-execute", action="store_true",
                     help="static checks only (do not run chapter code)")
     sp.add_argument("--results", metavar="DIR", default=None,
-                    help="results folder the chapters read (default: $DLBOOK_RESULTS or ./results)")
+                    help="results folder the chapters read "
+                    "(default: $DLBOOK_RESULTS or ./results)")
     sp.add_argument("--profile", choices=PROFILES, default=None,
-                    help="profile whose results the chapters read (default: $DLBOOK_PROFILE or auto)")
+                    help="profile whose results the chapters read "
+                    "(default: $DLBOOK_PROFILE or auto)")
 
     sp = sub.add_parser("flops", help="parameters and multiply-accumulates of a model (fvcore)")
     sp.add_argument("model", help="lenet5, resnet20, plain20, resnet20_separable, "

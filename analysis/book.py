@@ -1,0 +1,1118 @@
+"""`dlbook check`: verify the Quarto book without Quarto.
+
+It finds ahead of time what would break a render or leave a hole in it:
+
+- structure: `_quarto.yml` describes a book, its home page `index.qmd` sits
+  next to it and is listed, and every listed chapter and appendix exists;
+- labels: every `{#sec-...}`, `#| label: fig-...` and `::: {#fig-...}` label
+  is unique and follows Quarto's rules (lower case, `fig-`/`tbl-`/`sec-`/`eq-`
+  prefix, no `_` or `.`), figures and tables have captions;
+- references: every `@fig-`/`@tbl-`/`@sec-`/`@eq-` reference (in prose and
+  in captions) resolves to a label, every link to another chapter and every
+  `{{< embed >}}` points at something that exists;
+- answers: every record of `book/answers.yml` names a known question, has an
+  answer (and a true/false verdict for tf-*), rests on experiments that
+  `experiments/plan.yaml` defines and on evidence labels the book defines,
+  and its question has a `sec-<id>` section;
+- code: each chapter's python cells and inline `` `{python} expr` `` values
+  run in a fresh Jupyter kernel against the existing results, every labelled
+  figure cell draws a figure and every labelled table cell shows something.
+
+The Markdown reading is deliberately small: just enough of Pandoc's rules to
+tell code from prose and to find labels and references.
+
+`render()` runs the real `quarto render` when Quarto is installed, for tests
+and CI; `unresolved()` picks the failures Quarto only logs out of its log.
+"""
+from __future__ import annotations
+
+import bisect
+import difflib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import unquote
+
+import yaml
+
+from analysis.paths import PROFILE_ENV, PROJECT_ROOT, RESULTS_ENV
+
+# The question ids of docs/QUESTIONS.md, in the order the course asks them.
+QUESTION_IDS = (
+    *(f"tf-{n:02d}" for n in range(1, 11)),
+    "lab1-a", "lab1-b", "lab1-c", "lab1-d", "lab1-g", "lab1-h",
+    "lab2-a", "lab2-b-bn", "lab2-b-lr", "lab2-b-swish",
+    "lab2-c-lr", "lab2-c-l2", "lab2-c-l1",
+    "lab3",
+)
+
+CONFIG_FILE = "_quarto.yml"
+HOME_PAGE = "index.qmd"
+ANSWERS_FILE = "book/answers.yml"
+PLAN_FILE = "experiments/plan.yaml"
+
+CHAPTER_SUFFIXES = (".qmd", ".md", ".ipynb")
+CROSSREF_PREFIXES = ("fig", "tbl", "sec", "eq")
+CAPTION_OPTIONS = ("fig-cap", "tbl-cap", "fig-subcap", "tbl-subcap")
+IMAGE_TYPES = ("image/png", "image/svg+xml", "image/jpeg", "application/pdf")
+KERNEL = "python3"
+KERNEL_STARTUP_S = 120
+# Run first in every chapter's kernel, as Quarto's own setup does.
+KERNEL_SETUP = "%matplotlib inline"
+# What Quarto logs, without failing, for a reference or link it cannot resolve.
+RENDER_FAILURES = ("Unable to resolve crossref", "Unable to resolve link target")
+
+# --- The Markdown patterns. Each one is applied to a chapter's text after
+# front matter and code blocks were blanked out (see `parse_chapter`).
+
+# A code fence line: 3+ backticks or tildes, indented by at most 3 spaces,
+# then an optional info string (`{python}`, `python`, `{=html}`).
+FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>.*?)\s*$")
+
+# The info string of an executable cell: a language in braces, `{python}` or
+# `{python echo=false}`; not `{.python}` (display only), `{=html}` (raw) nor
+# `{{python}}` (Quarto's way to show a cell without running it).
+CELL_INFO = re.compile(r"^\{(?P<lang>[A-Za-z][\w+-]*)(?:[\s,][^}]*)?\}$")
+
+# A cell option at the top of a cell: `#| key: value` (YAML); other
+# languages write `//|` (ojs) or `%%|` (mermaid, dot).
+OPTION_LINE = re.compile(r"^(?:#|//|%%)\|\s?(?P<yaml>.*)$")
+OPTION_KEY = re.compile(r"^(?P<key>[\w-]+)\s*:")
+
+# An inline code span (CommonMark): a run of backticks, then anything up to
+# the same run again. It may wrap onto the next line, never across a blank one.
+CODE_SPAN = re.compile(
+    r"(?<!`)(?P<ticks>`+)(?!`)(?P<body>(?:(?!\n[ \t]*\n).)+?)(?<!`)(?P=ticks)(?!`)", re.DOTALL
+)
+
+# A live value in prose: the code span `{python} expr`.
+INLINE_PYTHON = re.compile(r"^\{python\}\s+(?P<expr>.+)$", re.DOTALL)
+
+# A shortcode such as `{{< embed nb.ipynb#fig-x >}}`; `{{{< ... >}}}` is an
+# escaped one, shown as text.
+SHORTCODE = re.compile(r"(?<!\{)\{\{<\s*(?P<name>[\w-]+)(?P<args>.*?)>\}\}(?!\})", re.DOTALL)
+
+# An HTML comment: its references are not rendered, so they are not checked.
+HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+
+# An inline link `[text](target "title")`, not an image `![alt](src)`.
+LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+# A target with a scheme (https:, mailto:) or `//host` leaves the book.
+EXTERNAL = re.compile(r"^(?:[A-Za-z][\w+.-]*:|//)")
+
+# A Pandoc attribute block, as after a heading (`# Title {#sec-x}`), on a div
+# (`::: {#fig-x}`), an image, an equation or a table caption; the id is the
+# `#word` inside (`{.unnumbered #sec-x}` is valid too).
+ATTRIBUTES = re.compile(r"\{(?P<attrs>[^{}\n]*)\}")
+ATTRIBUTE_ID = re.compile(r"(?:^|\s)#(?P<id>[^\s}]+)")
+
+# A reference, read the way Pandoc reads a citation: `@` not preceded by a
+# word character (so `a@b.com` is an email) nor a backslash (escaped), then a
+# key, or a key in braces. Keys may contain inner punctuation, but punctuation
+# at the end belongs to the sentence: "see @fig-x." refers to fig-x.
+REFERENCE = re.compile(r"(?<![\w@\\])@(?:\{(?P<quoted>[^}\s]+)\}|(?P<key>\w[\w:.#$%&\-+?<>~/]*))")
+KEY_TRAILING_PUNCTUATION = ":.#$%&-+?<>~/"
+
+# A cross-reference key: a prefix, capitalised or not (`@Fig-x` starts a
+# sentence with "Figure"), a dash, a label name. Other keys are citations.
+CROSSREF_KEY = re.compile(r"^(?P<prefix>fig|tbl|sec|eq|Fig|Tbl|Sec|Eq)-(?P<name>.+)$")
+
+# An id that tries to be a cross-reference label: a known prefix in any case
+# followed by `-`, `_` or `.`. Such ids must follow Quarto's rules; others
+# (`{#intro}`, `#| label: setup`) are plain anchors and are left alone.
+LABEL_LIKE = re.compile(r"^(?:fig|tbl|sec|eq)[-_.]", re.IGNORECASE)
+
+# What IPython writes for a frame of the failing cell: "Cell In[3], line 5".
+CELL_FRAME = re.compile(r"Cell In\[(?P<count>\d+)\], line (?P<line>\d+)")
+# Terminal colour codes in a traceback.
+ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+# --- What a check reports and what it reads.
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing to fix, at a file (relative to the book root) and a line when known."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Label:
+    """A label the book defines; `kind` says how: heading, div, attribute, cell,
+    subcaption (fig-x-1 of a cell with `fig-subcap`) or embed."""
+
+    name: str
+    file: str
+    line: int | None
+    kind: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+
+@dataclass(frozen=True)
+class Reference:
+    """`@key` as written in the book, and the label it asks for (`@Fig-x` asks for fig-x)."""
+
+    key: str
+    label: str
+    file: str
+    line: int | None
+
+
+@dataclass
+class Cell:
+    """An executable code cell: `line` is the line of its opening fence."""
+
+    line: int
+    lang: str
+    source: str
+    options: dict
+    option_lines: dict[str, int]
+
+    @property
+    def label(self) -> str:
+        return str(self.options.get("label") or "")
+
+
+@dataclass(frozen=True)
+class Inline:
+    """An inline live value `` `{python} expr` `` and the line it starts on."""
+
+    line: int
+    expr: str
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """A link target or an embed target, where it was written."""
+
+    line: int
+    target: str
+
+
+@dataclass
+class Chapter:
+    """What the checks need from one chapter file."""
+
+    file: str  # relative to the book root, with `/`
+    path: Path
+    front_matter: dict = field(default_factory=dict)
+    cells: list[Cell] = field(default_factory=list)
+    inline: list[Inline] = field(default_factory=list)
+    labels: list[Label] = field(default_factory=list)
+    references: list[Reference] = field(default_factory=list)
+    links: list[Pointer] = field(default_factory=list)
+    embeds: list[Pointer] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class Book:
+    """The book as `_quarto.yml` lists it: every listed file, the parsed
+    chapters among them that exist, and what went wrong reading them."""
+
+    root: Path
+    config: dict
+    listed: list[str]
+    chapters: list[Chapter]
+    problems: list[Problem]
+    embedded: list[Label] = field(default_factory=list)  # labels `{{< embed >}}` brings in
+
+
+# --- Reading one chapter.
+
+def parse_chapter(text: str, file: str, path: Path | None = None) -> Chapter:
+    """Find the cells, inline values, labels, references, links and embeds of
+    a .qmd/.md chapter's text. `file` names it in problems."""
+    chapter = Chapter(file=file, path=path or Path(file))
+    lines = text.split("\n")
+    prose = list(lines)  # the text with front matter and code blocks blanked
+    start = _read_front_matter(lines, chapter)
+    for first in range(start):
+        prose[first] = ""
+
+    i = start
+    while i < len(lines):
+        fence = _opening_fence(lines[i])
+        if fence is None:
+            i += 1
+            continue
+        marker, info = fence
+        close = next((j for j in range(i + 1, len(lines)) if _closes(lines[j], marker)), None)
+        if close is None:
+            chapter.problems.append(Problem(file, i + 1, f"code block opened with {marker} "
+                                            "is never closed"))
+            close = len(lines)
+        cell_info = CELL_INFO.match(info)
+        if cell_info:
+            chapter.cells.append(_parse_cell(cell_info["lang"], lines[i + 1:close], i + 1,
+                                             chapter))
+        for j in range(i, min(close + 1, len(lines))):
+            prose[j] = ""
+        i = close + 1
+
+    text = "\n".join(prose)
+    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+
+    def line_at(offset: int) -> int:
+        return bisect.bisect_right(line_starts, offset)
+
+    spans, text = _cut(CODE_SPAN, text)
+    for m in spans:
+        inline = INLINE_PYTHON.match(m["body"].strip())
+        if inline:
+            chapter.inline.append(Inline(line_at(m.start()), inline["expr"].strip()))
+    shortcodes, text = _cut(SHORTCODE, text)
+    for m in shortcodes:
+        if m["name"] == "embed" and m["args"].split():
+            chapter.embeds.append(Pointer(line_at(m.start()), m["args"].split()[0]))
+    _, text = _cut(HTML_COMMENT, text)
+    links, text = _cut(LINK, text, group="target")  # a URL may contain `@`
+    chapter.links = [Pointer(line_at(m.start("target")), m["target"]) for m in links]
+
+    for m in ATTRIBUTES.finditer(text):
+        for id_match in ATTRIBUTE_ID.finditer(m["attrs"]):
+            name = id_match["id"]
+            if LABEL_LIKE.match(name):
+                line = line_at(m.start())
+                chapter.labels.append(Label(name, file, line, _attribute_kind(lines[line - 1])))
+    chapter.references += _references_in(text, file, line_at)
+    for cell in chapter.cells:
+        for option in CAPTION_OPTIONS:
+            captions = cell.options.get(option)
+            for caption in captions if isinstance(captions, list) else [captions]:
+                if isinstance(caption, str):
+                    line = cell.option_lines.get(option, cell.line)
+                    chapter.references += _references_in(caption, file, lambda _, n=line: n)
+    chapter.labels.sort(key=lambda label: label.line)
+    chapter.references.sort(key=lambda ref: ref.line)
+    return chapter
+
+
+def _read_front_matter(lines: list[str], chapter: Chapter) -> int:
+    """Parse the YAML front matter into `chapter.front_matter`; return the
+    index of the first line after it (0 when there is none)."""
+    if not lines or lines[0].strip() != "---":
+        return 0
+    end = next((j for j in range(1, len(lines)) if lines[j].strip() in ("---", "...")), None)
+    if end is None:
+        chapter.problems.append(Problem(chapter.file, 1, "front matter opened with --- "
+                                        "is never closed"))
+        return 0
+    try:
+        front_matter = yaml.safe_load("\n".join(lines[1:end])) or {}
+    except yaml.YAMLError as error:
+        chapter.problems.append(Problem(chapter.file, _yaml_line(error, 2),
+                                        f"front matter is not valid YAML: {_yaml_reason(error)}"))
+        front_matter = {}
+    if isinstance(front_matter, dict):
+        chapter.front_matter = front_matter
+    else:
+        chapter.problems.append(Problem(chapter.file, 1, "front matter must be a YAML mapping"))
+    return end + 1
+
+
+def _opening_fence(line: str) -> tuple[str, str] | None:
+    """(fence, info string) when `line` opens a code block."""
+    m = FENCE.match(line)
+    if not m or (m["fence"][0] == "`" and "`" in m["info"]):
+        return None
+    return m["fence"], m["info"]
+
+
+def _closes(line: str, marker: str) -> bool:
+    """A closing fence: the opening character, at least as many, nothing after."""
+    m = FENCE.match(line)
+    return bool(m) and not m["info"] and m["fence"][0] == marker[0] \
+        and len(m["fence"]) >= len(marker)
+
+
+def _parse_cell(lang: str, body: list[str], fence_line: int, chapter: Chapter) -> Cell:
+    """A cell from the lines between its fences; its `#|` options parsed as YAML."""
+    option_text, option_lines = [], {}
+    for n, line in enumerate(body):
+        m = OPTION_LINE.match(line)
+        if not m:
+            break
+        option_text.append(m["yaml"])
+        key = OPTION_KEY.match(m["yaml"])
+        if key:
+            option_lines.setdefault(key["key"], fence_line + 1 + n)
+    try:
+        options = yaml.safe_load("\n".join(option_text)) or {}
+    except yaml.YAMLError as error:
+        chapter.problems.append(Problem(chapter.file, _yaml_line(error, fence_line + 1),
+                                        f"cell options are not valid YAML: {_yaml_reason(error)}"))
+        options = {}
+    if not isinstance(options, dict):
+        chapter.problems.append(Problem(chapter.file, fence_line + 1,
+                                        "cell options must be `#| key: value` lines"))
+        options = {}
+    cell = Cell(fence_line, lang, "\n".join(body), options, option_lines)
+    if cell.label:
+        line = option_lines.get("label", fence_line)
+        chapter.labels.append(Label(cell.label, chapter.file, line, "cell"))
+        for kind in ("fig", "tbl"):
+            subcaptions = options.get(f"{kind}-subcap")
+            if cell.label.startswith(f"{kind}-") and isinstance(subcaptions, list):
+                chapter.labels += [Label(f"{cell.label}-{k}", chapter.file, line, "subcaption")
+                                   for k in range(1, len(subcaptions) + 1)]
+    return cell
+
+
+def _cut(pattern: re.Pattern, text: str, group: int | str = 0) -> tuple[list[re.Match], str]:
+    """The matches of `pattern`, and `text` with each match's `group` blanked
+    out. Newlines stay, so offsets and line numbers keep their meaning."""
+    matches = list(pattern.finditer(text))
+    chars = list(text)
+    for m in matches:
+        for k in range(*m.span(group)):
+            if chars[k] != "\n":
+                chars[k] = " "
+    return matches, "".join(chars)
+
+
+def _attribute_kind(line: str) -> str:
+    stripped = line.lstrip()
+    if stripped.startswith("#"):
+        return "heading"
+    if stripped.startswith(":::"):
+        return "div"
+    return "attribute"
+
+
+def _references_in(text: str, file: str, line_at: Callable[[int], int]) -> list[Reference]:
+    """Every cross-reference in prose `text` (code already blanked out)."""
+    found = []
+    for m in REFERENCE.finditer(text):
+        key = m["quoted"] or m["key"].rstrip(KEY_TRAILING_PUNCTUATION)
+        crossref = CROSSREF_KEY.match(key)
+        if crossref:
+            label = f"{crossref['prefix'].lower()}-{crossref['name']}"
+            found.append(Reference(key, label, file, line_at(m.start())))
+    return found
+
+
+def _yaml_line(error: yaml.YAMLError, first_line: int) -> int:
+    """The file line of a YAML error in text that starts at `first_line`."""
+    mark = getattr(error, "problem_mark", None)
+    return first_line + mark.line if mark else first_line
+
+
+def _yaml_reason(error: yaml.YAMLError) -> str:
+    return getattr(error, "problem", None) or str(error).splitlines()[0]
+
+
+def notebook_as_qmd(path: Path) -> str:
+    """An .ipynb chapter as .qmd text (markdown cells as is, code cells
+    fenced), so the same reading applies; Quarto does not execute it."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    parts = []
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            parts.append(cell.source)
+        elif cell.cell_type == "code":
+            parts.append("```{python}\n" + cell.source + "\n```")
+    return "\n\n".join(parts)
+
+
+# --- Reading the book.
+
+def read_book(root: Path) -> Book:
+    """`_quarto.yml`, the list of chapters, and every listed chapter that exists, parsed."""
+    root = Path(root).resolve()
+    config_path = root / CONFIG_FILE
+    if not config_path.exists():
+        return Book(root, {}, [], [], [Problem(CONFIG_FILE, None, "not found: a Quarto book "
+                                               "needs _quarto.yml at its root")])
+    config_text = config_path.read_text(encoding="utf-8")
+    try:
+        config = yaml.safe_load(config_text) or {}
+    except yaml.YAMLError as error:
+        return Book(root, {}, [], [], [Problem(CONFIG_FILE, _yaml_line(error, 1),
+                                               f"not valid YAML: {_yaml_reason(error)}")])
+    if not isinstance(config, dict):
+        return Book(root, {}, [], [], [Problem(CONFIG_FILE, 1, "must be a YAML mapping")])
+
+    problems = []
+    project = config.get("project")
+    project_type = project.get("type") if isinstance(project, dict) else None
+    if project_type != "book":
+        problems.append(Problem(CONFIG_FILE, _line_of(config_text, "project:"),
+                                f"project: type: is {project_type!r}, not book"))
+    listed = listed_files(config)
+    if not listed:
+        problems.append(Problem(CONFIG_FILE, _line_of(config_text, "book:"),
+                                "book: chapters: lists no chapter"))
+    if not (root / HOME_PAGE).exists():
+        problems.append(Problem(HOME_PAGE, None, f"not found: the home page must sit next to "
+                                f"{CONFIG_FILE} (Quarto: 'Book contents must include a "
+                                "home page')"))
+    if listed and HOME_PAGE not in listed:
+        problems.append(Problem(CONFIG_FILE, _line_of(config_text, "chapters:"),
+                                f"{HOME_PAGE} is not listed in book: chapters: (it must be, "
+                                "as the home page)"))
+
+    chapters, seen = [], set()
+    for file in listed:
+        line = _line_of(config_text, file)
+        path = root / file
+        if file in seen:
+            problems.append(Problem(CONFIG_FILE, line, f"{file} is listed twice"))
+            continue
+        seen.add(file)
+        if path.suffix not in CHAPTER_SUFFIXES:
+            problems.append(Problem(CONFIG_FILE, line, f"{file}: a chapter must be one of "
+                                    f"{', '.join(CHAPTER_SUFFIXES)}"))
+        elif not path.is_file():
+            problems.append(Problem(CONFIG_FILE, line, f"chapter {file} does not exist"
+                                    + _did_you_mean(file, _sibling_chapters(root, file, listed))))
+        else:
+            chapters.append(_read_chapter(root, file))
+    embedded, embed_problems = _embedded_labels(root, chapters)
+    return Book(root, config, listed, chapters, problems + embed_problems, embedded)
+
+
+def listed_files(config: dict) -> list[str]:
+    """Every file `book: chapters:` and `book: appendices:` list, in order,
+    through parts (`- part: ... chapters: [...]`)."""
+    book = config.get("book") or {}
+    return _flatten(book.get("chapters")) + _flatten(book.get("appendices"))
+
+
+def _flatten(entries) -> list[str]:
+    files = []
+    for entry in entries or []:
+        if isinstance(entry, str):
+            files.append(_normal(entry))
+        elif isinstance(entry, dict):
+            part = entry.get("part")  # a title, or a file that opens the part
+            if isinstance(part, str) and part.endswith(CHAPTER_SUFFIXES):
+                files.append(_normal(part))
+            if isinstance(entry.get("href"), str):
+                files.append(_normal(entry["href"]))
+            files += _flatten(entry.get("chapters"))
+    return files
+
+
+def _normal(file: str) -> str:
+    return file.strip().removeprefix("./")
+
+
+def _read_chapter(root: Path, file: str) -> Chapter:
+    path = root / file
+    if path.suffix == ".ipynb":
+        chapter = parse_chapter(notebook_as_qmd(path), file, path)
+        # Lines of the converted text mean nothing in the notebook: drop them.
+        chapter.labels = [replace(x, line=None) for x in chapter.labels]
+        chapter.references = [replace(r, line=None) for r in chapter.references]
+        chapter.problems = [replace(p, line=None) for p in chapter.problems]
+        chapter.cells = [replace(c, line=0, option_lines={}) for c in chapter.cells]
+        chapter.links, chapter.embeds = [], []
+        return chapter
+    return parse_chapter(path.read_text(encoding="utf-8"), file, path)
+
+
+def _line_of(text: str, needle: str) -> int | None:
+    """The first line of `text` that contains `needle`, for problems in YAML files."""
+    for n, line in enumerate(text.splitlines(), start=1):
+        if needle in line and not line.lstrip().startswith("#"):
+            return n
+    return None
+
+
+def _sibling_chapters(root: Path, file: str, listed: list[str]) -> list[str]:
+    """Unlisted chapter files next to where `file` should be: what a typo meant."""
+    folder = (root / file).parent
+    if not folder.is_dir():
+        return []
+    siblings = (p.relative_to(root).as_posix() for p in folder.iterdir())
+    return [s for s in siblings if s.endswith(CHAPTER_SUFFIXES) and s not in listed]
+
+
+def _did_you_mean(word: str, candidates) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+# --- The static checks: each takes what it reads and returns problems.
+
+def book_labels(book: Book) -> list[Label]:
+    """Every label the book defines, in book order, duplicates included."""
+    return [label for chapter in book.chapters for label in chapter.labels] + book.embedded
+
+
+def _embedded_labels(root: Path, chapters: list[Chapter]) -> tuple[list[Label], list[Problem]]:
+    """Labels that `{{< embed nb.ipynb#label >}}` brings in, and problems with
+    the embeds: a missing notebook, or no cell with that label and output."""
+    import nbformat
+
+    labels, problems = [], []
+    for chapter in chapters:
+        for embed in chapter.embeds:
+            path_part, _, cell_label = embed.target.partition("#")
+            if path_part.startswith("/"):  # project relative
+                path = root / path_part.lstrip("/")
+            else:
+                path = chapter.path.parent / path_part
+            if not path.is_file():
+                problems.append(Problem(chapter.file, embed.line,
+                                        f"embed {embed.target}: {path_part} does not exist"))
+                continue
+            if not cell_label:
+                continue
+            try:
+                nb = nbformat.read(path, as_version=4)
+            except Exception as error:  # noqa: BLE001 - any unreadable notebook is a problem
+                problems.append(Problem(chapter.file, embed.line,
+                                        f"embed {embed.target}: cannot read the notebook: {error}"))
+                continue
+            cells = [c for c in nb.cells if c.cell_type == "code"
+                     and _notebook_cell_label(c.source) == cell_label]
+            if not cells:
+                problems.append(Problem(chapter.file, embed.line, f"embed {embed.target}: "
+                                        f"no cell with `#| label: {cell_label}` in {path_part}"))
+            elif not cells[0].get("outputs"):
+                problems.append(Problem(chapter.file, embed.line, f"embed {embed.target}: the "
+                                        "cell has no stored output (Quarto embeds stored "
+                                        "outputs; run the notebook and save it)"))
+            if LABEL_LIKE.match(cell_label):
+                labels.append(Label(cell_label, chapter.file, embed.line, "embed"))
+    return labels, problems
+
+
+def _notebook_cell_label(source: str) -> str | None:
+    for line in source.splitlines():
+        m = OPTION_LINE.match(line)
+        if not m:
+            return None
+        key = OPTION_KEY.match(m["yaml"])
+        if key and key["key"] == "label":
+            return m["yaml"].split(":", 1)[1].strip().strip("'\"")
+    return None
+
+
+def label_rule_violation(name: str) -> str | None:
+    """Why `name` breaks Quarto's label rules, or None when it follows them."""
+    prefix = name.split("-", 1)[0]
+    if name != name.lower():
+        return "must be lower case"
+    if "_" in name:
+        return "must not contain `_` (use `-`)"
+    if "." in name:
+        return "must not contain `.` (it breaks PDF output)"
+    if prefix not in CROSSREF_PREFIXES or name == f"{prefix}-":
+        return f"must be a prefix ({', '.join(p + '-' for p in CROSSREF_PREFIXES)}) and a name"
+    if not re.fullmatch(r"[a-z0-9-]+", name):
+        return "may only contain lower-case letters, digits and `-`"
+    return None
+
+
+def check_labels(book: Book) -> list[Problem]:
+    """Labels are unique across the book, follow Quarto's rules, sit on the
+    right kind of element, and figures and tables have captions."""
+    problems, first = [], {}
+    for label in book_labels(book):
+        if label.name in first:
+            problems.append(Problem(label.file, label.line, f"label {label.name} is defined "
+                                    f"twice (also at {first[label.name].where})"))
+        else:
+            first[label.name] = label
+        reason = label_rule_violation(label.name)
+        if reason:
+            problems.append(Problem(label.file, label.line, f"label {label.name} {reason}"))
+        elif label.kind == "heading" and not label.name.startswith("sec-"):
+            problems.append(Problem(label.file, label.line, f"heading id {label.name}: a "
+                                    "section's label must start with sec-"))
+    for chapter in book.chapters:
+        for cell in chapter.cells:
+            line = cell.option_lines.get("label", cell.line)
+            for kind in ("fig", "tbl"):
+                has_caption = f"{kind}-cap" in cell.options
+                if cell.label.startswith(f"{kind}-") and not has_caption:
+                    problems.append(Problem(chapter.file, line, f"{cell.label} has no "
+                                            f"`#| {kind}-cap:` (Quarto numbers only captioned "
+                                            "figures and tables)"))
+                if has_caption and not cell.label.startswith(f"{kind}-"):
+                    problems.append(Problem(chapter.file, cell.option_lines[f"{kind}-cap"],
+                                            f"cell has a {kind}-cap but its label "
+                                            f"{cell.label or '(none)'} does not start with "
+                                            f"{kind}-, so Quarto will not number it"))
+    return problems
+
+
+def check_references(book: Book) -> list[Problem]:
+    """Every cross-reference resolves to a label the book defines, and none
+    points at a figure or table of the unnumbered home page."""
+    defined = {}
+    for label in book_labels(book):
+        defined.setdefault(label.name, label)
+    problems = []
+    for chapter in book.chapters:
+        for ref in chapter.references:
+            target = defined.get(ref.label)
+            if target is None:
+                problems.append(Problem(ref.file, ref.line, f"@{ref.key} does not resolve to "
+                                        "any label" + _did_you_mean(ref.label, defined)))
+            elif target.file == HOME_PAGE and not ref.label.startswith("sec-"):
+                problems.append(Problem(ref.file, ref.line, f"@{ref.key} points into "
+                                        f"{HOME_PAGE}, which is unnumbered: Quarto cannot "
+                                        "number it; move it to a chapter"))
+    return problems
+
+
+def check_links(book: Book) -> list[Problem]:
+    """Links to other chapters (`[text](lab1.qmd#sec-x)`, `[text](#sec-x)`)
+    point at a listed chapter and, for a label anchor, at a defined label."""
+    listed = {(book.root / file).resolve() for file in book.listed}
+    labels_in: dict[Path, set[str]] = {}
+    for label in book_labels(book):
+        labels_in.setdefault((book.root / label.file).resolve(), set()).add(label.name)
+    every_label = set().union(*labels_in.values()) if labels_in else set()
+    problems = []
+    for chapter in book.chapters:
+        for link in chapter.links:
+            if EXTERNAL.match(link.target):
+                continue
+            path_part, _, anchor = unquote(link.target).partition("#")
+            wants_label = bool(anchor) and LABEL_LIKE.match(anchor)
+            if not path_part:
+                if wants_label and anchor not in every_label:
+                    problems.append(Problem(chapter.file, link.line, f"link #{anchor} points "
+                                            "at no label" + _did_you_mean(anchor, every_label)))
+                continue
+            if not path_part.endswith(CHAPTER_SUFFIXES):
+                continue
+            base = book.root if path_part.startswith("/") else chapter.path.parent
+            target = (base / path_part.lstrip("/")).resolve()
+            if not target.is_file():
+                problems.append(Problem(chapter.file, link.line,
+                                        f"link {link.target}: {path_part} does not exist"))
+            elif target not in listed:
+                problems.append(Problem(chapter.file, link.line, f"link {link.target}: "
+                                        f"{path_part} is not a chapter in {CONFIG_FILE}, so "
+                                        "Quarto cannot resolve the link"))
+            elif wants_label and anchor not in labels_in.get(target, set()):
+                problems.append(Problem(chapter.file, link.line, f"link {link.target}: "
+                                        f"{path_part} defines no label {anchor}"))
+    return problems
+
+
+def plan_experiments(root: Path) -> set[str] | None:
+    """Names of the experiments `experiments/plan.yaml` defines; None without a plan."""
+    path = Path(root) / PLAN_FILE
+    if not path.is_file():
+        return None
+    plan = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return set((plan.get("experiments") or {}) if isinstance(plan, dict) else {})
+
+
+def check_answers(book: Book, *, complete: bool = False) -> list[Problem]:
+    """Every record of `book/answers.yml` is well formed, names a known
+    question once, and rests on experiments and evidence that exist.
+    `complete` also requires a record for every question."""
+    path = book.root / ANSWERS_FILE
+    if not path.is_file():
+        return [Problem(ANSWERS_FILE, None, "not found: one record per question "
+                        "(id, answer, experiments, evidence)")]
+    text = path.read_text(encoding="utf-8")
+    try:
+        records = yaml.safe_load(text) or []
+        node = yaml.compose(text)
+    except yaml.YAMLError as error:
+        return [Problem(ANSWERS_FILE, _yaml_line(error, 1), f"not valid YAML: "
+                        f"{_yaml_reason(error)}")]
+    if not isinstance(records, list):
+        return [Problem(ANSWERS_FILE, 1, "must be a list of records (- id: ...)")]
+    record_lines = [item.start_mark.line + 1 for item in node.value] if records else []
+
+    defined = {label.name for label in book_labels(book)}
+    try:
+        experiments = plan_experiments(book.root)
+    except yaml.YAMLError as error:
+        return [Problem(PLAN_FILE, _yaml_line(error, 1), f"not valid YAML: {_yaml_reason(error)}")]
+    problems, seen = [], {}
+
+    def report(line, message):
+        problems.append(Problem(ANSWERS_FILE, line, message))
+
+    for record, line in zip(records, record_lines, strict=True):
+        if not isinstance(record, dict):
+            report(line, "a record must be a mapping with id, answer, experiments, evidence")
+            continue
+        qid = record.get("id")
+        name = f"answer {qid}"
+        if qid is None:
+            report(line, "a record has no `id:`")
+        elif qid not in QUESTION_IDS:
+            report(line, f"unknown question id {qid!r}" + _did_you_mean(str(qid), QUESTION_IDS))
+        elif qid in seen:
+            report(line, f"{name} is given twice (also at {ANSWERS_FILE}:{seen[qid]})")
+        else:
+            seen[qid] = line
+        answer = record.get("answer")
+        if not isinstance(answer, str) or not answer.strip():
+            report(line, f"{name} has no `answer:` text")
+        if str(qid).startswith("tf-") and not isinstance(record.get("verdict"), bool):
+            report(line, f"{name} needs `verdict: true` or `verdict: false`, "
+                   f"not {record.get('verdict')!r}")
+        for key in ("experiments", "evidence"):
+            if not isinstance(record.get(key, []), list):
+                report(line, f"{name}: `{key}:` must be a list")
+        for experiment in _list(record.get("experiments")):
+            if experiments is None:
+                report(line, f"{name}: experiment {experiment} cannot be checked: "
+                       f"{PLAN_FILE} not found")
+            elif experiment not in experiments:
+                report(line, f"{name}: experiment {experiment} is not in {PLAN_FILE}"
+                       + _did_you_mean(str(experiment), experiments))
+        for label in _list(record.get("evidence")):
+            if label not in defined:
+                report(line, f"{name}: evidence {label} is not a label in the book"
+                       + _did_you_mean(str(label), defined))
+        if qid in QUESTION_IDS and f"sec-{qid}" not in defined:
+            report(line, f"{name}: the book has no section {{#sec-{qid}}} for it")
+    if complete:
+        missing = [qid for qid in QUESTION_IDS if qid not in seen]
+        if missing:
+            report(None, f"no answer record for {', '.join(missing)}")
+    return problems
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def unanswered(root: Path) -> list[str]:
+    """Question ids without a record in `book/answers.yml` (all of them without the file)."""
+    path = Path(root) / ANSWERS_FILE
+    try:
+        records = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except (OSError, yaml.YAMLError):
+        records = []
+    answered = {r.get("id") for r in records if isinstance(r, dict)} if isinstance(
+        records, list) else set()
+    return [qid for qid in QUESTION_IDS if qid not in answered]
+
+
+# --- Running the chapters' code.
+
+def execution_defaults(config: dict, chapter: Chapter) -> dict:
+    """`execute:` options of `_quarto.yml`, overridden by the chapter's front matter."""
+    defaults = {}
+    for options in (config.get("execute"), chapter.front_matter.get("execute")):
+        defaults.update(options if isinstance(options, dict) else {})
+    return defaults
+
+
+def chapter_notebook(chapter: Chapter, defaults: dict | None = None):
+    """The chapter's python cells (options kept) and one cell per inline
+    value, in document order, after a setup cell. Returns the notebook and,
+    per notebook cell, where it came from: a Cell, an Inline or None (setup).
+    Cells with `eval: false` are left out; `error: true` cells and inline
+    values are tagged so that the run goes on after them, as Quarto's does."""
+    import nbformat
+
+    defaults = defaults or {}
+    if defaults.get("eval", True) is False:
+        runnable: list = []
+    else:
+        runnable = [c for c in chapter.cells
+                    if c.lang == "python" and c.options.get("eval", True) is not False]
+        runnable += chapter.inline
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    nb.cells.append(nbformat.v4.new_code_cell(KERNEL_SETUP))
+    origins: list = [None]
+    for item in sorted(runnable, key=lambda item: item.line):
+        if isinstance(item, Cell):
+            cell = nbformat.v4.new_code_cell(item.source)
+            if item.options.get("error", defaults.get("error", False)) is True:
+                cell.metadata["tags"] = ["raises-exception"]
+        else:
+            # Quarto evaluates inline values as user expressions: a failing
+            # one does not stop the chapter, so it must not stop ours.
+            cell = nbformat.v4.new_code_cell(item.expr, metadata={"tags": ["raises-exception"]})
+        nb.cells.append(cell)
+        origins.append(item)
+    return nb, origins
+
+
+def kernel_env(results_dir=None, profile: str | None = None) -> dict[str, str]:
+    """The kernel's environment: ours, with DLBOOK_RESULTS (absolute) and
+    DLBOOK_PROFILE set when given."""
+    env = dict(os.environ)
+    if results_dir is not None:
+        env[RESULTS_ENV] = str(Path(results_dir).expanduser().resolve())
+    if profile:
+        env[PROFILE_ENV] = profile
+    return env
+
+
+def run_chapter(chapter: Chapter, *, cwd: Path, env: dict[str, str], timeout: int = 600,
+                defaults: dict | None = None) -> list[Problem]:
+    """Execute the chapter's notebook in a fresh kernel, stopping at the first
+    error as a render does; report errors, figure cells that drew no figure
+    and table cells that showed nothing."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
+    nb, origins = chapter_notebook(chapter, defaults)
+    if len(origins) == 1:
+        return []
+    started = [0]  # index of the last cell the kernel started
+
+    def on_cell_start(cell, cell_index, **_):
+        started[0] = cell_index
+
+    client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout,
+                            startup_timeout=KERNEL_STARTUP_S,
+                            resources={"metadata": {"path": str(cwd)}},
+                            on_cell_start=on_cell_start)
+    halted = None
+    # The kernel's own stderr (warnings, a crash) goes to a file, quoted only
+    # when the kernel dies or does not start.
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as kernel_log:
+        try:
+            client.execute(env=env, stderr=kernel_log)
+        except CellExecutionError:
+            pass  # the error output of the cell says what happened
+        except CellTimeoutError:
+            halted = f"did not finish within {timeout} s"
+        except DeadKernelError:
+            halted = "killed the kernel" + _log_tail(kernel_log)
+        except Exception as error:  # noqa: BLE001 - the kernel could not start
+            return [Problem(chapter.file, None, f"could not run in a {KERNEL} kernel: "
+                            f"{type(error).__name__}: {error}" + _log_tail(kernel_log))]
+    return outcome_problems(chapter, nb, origins, started[0], halted)
+
+
+def _log_tail(log, lines: int = 3) -> str:
+    """The last lines the kernel wrote, less the warnings it always writes."""
+    log.seek(0)
+    said = [line.strip() for line in log.read().splitlines()
+            if line.strip() and not line.startswith("[IPKernelApp] WARNING")]
+    tail = said[-lines:]
+    return f" (kernel said: {' | '.join(tail)})" if tail else ""
+
+
+def outcome_problems(chapter: Chapter, nb, origins: list, last: int,
+                     halted: str | None = None) -> list[Problem]:
+    """Problems in an executed chapter notebook: `last` is the index of the
+    last cell that ran, `halted` why the run stopped there if not by an error."""
+    problems = []
+    skipped = origins[last + 1:]
+    n_inline = sum(isinstance(origin, Inline) for origin in skipped)
+    after = (f"; nothing after it ran ({len(skipped) - n_inline} cell(s), {n_inline} inline "
+             "value(s))") if skipped else ""
+    for index in range(last + 1):
+        cell, origin = nb.cells[index], origins[index]
+        errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        allowed = isinstance(origin, Cell) and "raises-exception" in cell.metadata.get("tags", [])
+        if halted and index == last:
+            problems.append(Problem(chapter.file, _line(origin), f"{_describe(origin)} "
+                                    f"{halted}{after}"))
+        elif errors and not allowed:
+            error = errors[-1]
+            line = _error_line(origin, error, cell.get("execution_count"))
+            problems.append(Problem(chapter.file, line, f"{_describe(origin)} raised "
+                                    f"{_exception_line(error)}" + (after if index == last else "")))
+        elif not errors and isinstance(origin, Cell):
+            problems += _output_problems(chapter, origin, cell.get("outputs", []))
+    return problems
+
+
+def _output_problems(chapter: Chapter, origin: Cell, outputs: list) -> list[Problem]:
+    """A fig-* cell must draw (one image per subcaption), a tbl-* cell must show something."""
+    label, line = origin.label, origin.option_lines.get("label", origin.line)
+    shown = [o for o in outputs if o.output_type in ("display_data", "execute_result")]
+    if label.startswith("fig-"):
+        images = sum(any(kind in o.get("data", {}) for kind in IMAGE_TYPES) for o in shown)
+        subcaptions = origin.options.get("fig-subcap")
+        wanted = len(subcaptions) if isinstance(subcaptions, list) else 1
+        if images == 0:
+            return [Problem(chapter.file, line, f"{label} produced no figure (no image output; "
+                            "was the figure closed, or never drawn?)")]
+        if images < wanted:
+            return [Problem(chapter.file, line, f"{label} has {wanted} subcaptions but "
+                            f"produced {images} image(s)")]
+    elif label.startswith("tbl-") and not shown and not any(
+            o.output_type == "stream" for o in outputs):
+        return [Problem(chapter.file, line, f"{label} produced no output to show as a table")]
+    return []
+
+
+def _line(origin) -> int | None:
+    return origin.line if origin is not None else None
+
+
+def _describe(origin) -> str:
+    if origin is None:
+        return f"the kernel setup `{KERNEL_SETUP}`"
+    if isinstance(origin, Inline):
+        return f"inline `{{python}} {origin.expr}`"
+    return f"cell {origin.label}" if origin.label else "python cell"
+
+
+def _error_line(origin, error, execution_count: int | None) -> int | None:
+    """The .qmd line of the failing statement: the innermost traceback frame
+    in this cell (not in a function an earlier cell defined), counted from
+    the cell's fence; else the fence itself."""
+    if not isinstance(origin, Cell):
+        return _line(origin)
+    traceback = ANSI_CODE.sub("", "\n".join(error.get("traceback", [])))
+    lines = [int(m["line"]) for m in CELL_FRAME.finditer(traceback)
+             if m["count"] == str(execution_count)]
+    return origin.line + lines[-1] if lines else origin.line
+
+
+def _exception_line(error) -> str:
+    """`Name: value`, the last line of a printed traceback, kept to one short line."""
+    value = " ".join(str(error.get("evalue", "")).split())
+    if len(value) > 300:
+        value = value[:297] + "..."
+    return f"{error.get('ename', 'Error')}: {value}" if value else error.get("ename", "Error")
+
+
+def run_book(book: Book, *, results_dir=None, profile: str | None = None, timeout: int = 600,
+             progress: Callable[[str], None] | None = None) -> list[Problem]:
+    """Run every listed .qmd chapter, the home page too, one fresh kernel each,
+    in the folder `execute-dir` names (the project root for `project`)."""
+    env = kernel_env(results_dir, profile)
+    project_dir = (book.config.get("project") or {}).get("execute-dir") == "project"
+    problems = []
+    for chapter in book.chapters:
+        if chapter.path.suffix != ".qmd":
+            continue  # Quarto does not execute .md nor (by default) .ipynb
+        if progress:
+            progress(f"running {chapter.file}")
+        problems += run_chapter(chapter, cwd=book.root if project_dir else chapter.path.parent,
+                                env=env, timeout=timeout,
+                                defaults=execution_defaults(book.config, chapter))
+    return problems
+
+
+# --- The whole check, and its command.
+
+def check(root: Path, *, execute: bool = True, results_dir=None, profile: str | None = None,
+          timeout: int = 600, complete: bool = False,
+          progress: Callable[[str], None] | None = None) -> list[Problem]:
+    """Every problem of the book at `root`: the static checks, then (with
+    `execute`) each chapter's code run against the results in `results_dir`
+    (default: $DLBOOK_RESULTS or ./results) for `profile`. `timeout` bounds
+    each cell in seconds; `complete` also requires an answer per question."""
+    book = read_book(root)
+    problems = list(book.problems)
+    for chapter in book.chapters:
+        problems += chapter.problems
+    if not book.config:
+        return problems
+    problems += check_labels(book)
+    problems += check_references(book)
+    problems += check_links(book)
+    problems += check_answers(book, complete=complete)
+    if execute:
+        problems += run_book(book, results_dir=results_dir, profile=profile, timeout=timeout,
+                             progress=progress)
+    return problems
+
+
+def chapters(root: Path) -> list[Path]:
+    """Every file `_quarto.yml` lists, home page first, as paths (existing or not)."""
+    root = Path(root).resolve()
+    return [root / file for file in read_book(root).listed]
+
+
+def labels(root: Path) -> dict[str, Label]:
+    """Every cross-reference label the book defines, by name (first definition wins)."""
+    found: dict[str, Label] = {}
+    for label in book_labels(read_book(root)):
+        found.setdefault(label.name, label)
+    return found
+
+
+def references(root: Path) -> list[Reference]:
+    """Every cross-reference the book's chapters make, in book order."""
+    return [ref for chapter in read_book(root).chapters for ref in chapter.references]
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The folder at or above `start` (default: here) holding `_quarto.yml`,
+    else the project this package belongs to."""
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    return PROJECT_ROOT
+
+
+def cli(args) -> int:
+    """`dlbook check [--no-execute] [--results DIR] [--profile P]`."""
+    root = find_root()
+    problems = check(root, execute=not args.no_execute, results_dir=args.results,
+                     profile=args.profile,
+                     progress=lambda message: print(message, file=sys.stderr, flush=True))
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) in the book at {root}")
+        return 1
+    missing = unanswered(root)
+    print(f"book OK: {len(chapters(root))} chapters, {len(labels(root))} labels, "
+          f"{len(references(root))} references, {len(QUESTION_IDS) - len(missing)} answers"
+          + (" (code not executed)" if args.no_execute else ""))
+    if missing:
+        print(f"note: no answer record yet for {', '.join(missing)}")
+    return 0
+
+
+# --- Rendering with Quarto, when it is installed.
+
+def render(root: Path, profile: str | None = None, *, results_dir=None, to: str | None = None,
+           timeout: int | None = None) -> tuple[int, str]:
+    """Run `quarto render` on the book at `root` with this interpreter as
+    QUARTO_PYTHON; return (exit code, log). Never raises: without Quarto the
+    code is 127, on timeout 124."""
+    quarto = shutil.which("quarto")
+    if quarto is None:
+        return 127, "quarto not on PATH"
+    env = kernel_env(results_dir, profile)
+    env["QUARTO_PYTHON"] = sys.executable
+    command = [quarto, "render"] + (["--to", to] if to else [])
+    try:
+        done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        log = "".join(_text(part) for part in (error.stdout, error.stderr))
+        return 124, log + f"\nquarto render did not finish within {timeout} s"
+    except OSError as error:
+        return 126, f"could not run {quarto}: {error}"
+    return done.returncode, done.stdout + done.stderr
+
+
+def _text(output) -> str:
+    if output is None:
+        return ""
+    return output.decode(errors="replace") if isinstance(output, bytes) else output
+
+
+def unresolved(log: str) -> list[str]:
+    """The lines of a render log where Quarto could not resolve a reference or link."""
+    return [line for line in log.splitlines() if any(f in line for f in RENDER_FAILURES)]

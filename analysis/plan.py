@@ -1,0 +1,269 @@
+"""Read and validate the plan, expand it into runs, and give each run a content key.
+
+The plan (experiments/plan.yaml) says which runs each question needs, per
+profile. A run is one execution of one notebook with one set of parameters;
+its key is a hash of everything that determines its result, so a finished run
+can be reused by any experiment, question or profile that asks for it again.
+"""
+import ast
+import hashlib
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from analysis import paths
+
+PROFILES = ("smoke", "cpu", "full")
+# Injected by the runner into every notebook; not part of a run's identity.
+RUNNER_PARAMS = ("run_dir", "data_dir")
+# Modules whose code cannot change a run's numbers; editing them keeps runs valid.
+PRESENTATION_MODULES = {"plots", "results", "book", "cli", "runner", "plan", "paths"}
+PACKAGE_DIR = Path(__file__).parent
+EXPERIMENT_KEYS = {"notebook", "protocol", "questions", "params", "cases", "grid", "seeds",
+                   "profiles", "description"}
+
+
+class PlanError(ValueError):
+    """The plan is invalid; the message names the entry and the key."""
+
+
+@dataclass
+class Run:
+    key: str
+    notebook: str
+    params: dict
+    experiments: list = field(default_factory=list)
+    questions: list = field(default_factory=list)
+
+    def record(self) -> dict:
+        return {"key": self.key, "notebook": self.notebook, "params": self.params,
+                "experiments": self.experiments, "questions": self.questions}
+
+
+def resolve_profile(name: str | None = None) -> str:
+    """smoke/cpu/full; `auto` (the default) is full when CUDA is available, else cpu."""
+    name = name or os.environ.get(paths.PROFILE_ENV) or "auto"
+    if name == "auto":
+        import torch
+
+        return "full" if torch.cuda.is_available() else "cpu"
+    if name not in PROFILES:
+        raise PlanError(f"profile must be one of {PROFILES + ('auto',)}, got {name!r} "
+                        f"(from --profile or ${paths.PROFILE_ENV})")
+    return name
+
+
+def load(path: Path = paths.PLAN_FILE) -> dict:
+    """Parse and validate the plan; raise PlanError naming the entry and key."""
+    try:
+        plan = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise PlanError(f"{path}: not valid YAML: {e}") from e
+    validate(plan, Path(path).parent)
+    return plan
+
+
+# ---------------------------------------------------------------- notebooks
+
+def notebook_parameters(nb_path: Path) -> dict:
+    """The names and default values assigned in the cell tagged `parameters`."""
+    nb = nbformat.read(nb_path, as_version=4)
+    for cell in nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            values = {}
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+                    values[node.targets[0].id] = ast.literal_eval(node.value)
+            return values
+    raise PlanError(f"{nb_path}: no cell tagged 'parameters'")
+
+
+def _code_hash(nb_path: Path) -> str:
+    """Hash of the code cells only: executing or clearing a notebook keeps its key."""
+    nb = nbformat.read(nb_path, as_version=4)
+    code = "\n# ---\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+_IMPORT = re.compile(r"^\s*(?:from\s+(?:analysis|\.)\s+import\s+([\w, ()]+)"
+                     r"|from\s+(?:analysis)?\.(\w+)\s+import"
+                     r"|import\s+analysis\.(\w+))", re.M)
+
+
+def _imported_modules(source: str) -> set[str]:
+    names = set()
+    for group, sub, dotted in _IMPORT.findall(source):
+        names.update(n.strip() for n in group.replace("(", "").replace(")", "").split(",")
+                     if n.strip())
+        names.update(n for n in (sub, dotted) if n)
+    return names
+
+
+def compute_modules(nb_path: Path) -> list[str]:
+    """The analysis modules a notebook's results depend on (transitively), presentation excluded."""
+    nb = nbformat.read(nb_path, as_version=4)
+    todo = _imported_modules("\n".join(c.source for c in nb.cells if c.cell_type == "code"))
+    seen = set()
+    while todo:
+        name = todo.pop()
+        source = PACKAGE_DIR / f"{name}.py"
+        if name in seen or name in PRESENTATION_MODULES or not source.exists():
+            continue
+        seen.add(name)
+        todo |= _imported_modules(source.read_text())
+    return sorted(seen)
+
+
+def code_fingerprint(nb_path: Path) -> dict:
+    files = {m: hashlib.sha256((PACKAGE_DIR / f"{m}.py").read_bytes()).hexdigest()
+             for m in compute_modules(nb_path)}
+    return {"notebook": _code_hash(nb_path), "modules": files}
+
+
+def run_key(nb_path: Path, params: dict, data_fingerprint: str) -> str:
+    """Content hash of what determines a run's result: notebook code, parameters,
+    the compute modules it imports, and the data it reads."""
+    blob = json.dumps({"code": code_fingerprint(nb_path), "params": params,
+                       "data": data_fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- validation
+
+def _check_mapping(value, where: str):
+    if not isinstance(value, dict):
+        raise PlanError(f"{where}: expected a mapping, got {type(value).__name__}")
+
+
+def validate(plan, experiments_dir: Path = paths.EXPERIMENTS_DIR) -> None:
+    _check_mapping(plan, "plan")
+    for top in ("profiles", "experiments"):
+        if top not in plan:
+            raise PlanError(f"plan: missing top-level key {top!r}")
+    unknown = set(plan) - {"profiles", "protocols", "experiments"}
+    if unknown:
+        raise PlanError(f"plan: unknown top-level key(s) {sorted(unknown)}; "
+                        "allowed: profiles, protocols, experiments")
+    if set(plan["profiles"]) != set(PROFILES):
+        raise PlanError(f"plan.profiles: must define exactly {PROFILES}, "
+                        f"got {sorted(plan['profiles'])}")
+    protocols = plan.get("protocols") or {}
+    for name, exp in plan["experiments"].items():
+        where = f"experiments.{name}"
+        _check_mapping(exp, where)
+        bad = set(exp) - EXPERIMENT_KEYS
+        if bad:
+            raise PlanError(f"{where}: unknown key(s) {sorted(bad)}; "
+                            f"allowed: {sorted(EXPERIMENT_KEYS)}")
+        if "notebook" not in exp:
+            raise PlanError(f"{where}: missing key 'notebook'")
+        nb_path = experiments_dir / exp["notebook"]
+        if not nb_path.exists():
+            raise PlanError(f"{where}.notebook: {nb_path} does not exist")
+        if exp.get("protocol") is not None and exp["protocol"] not in protocols:
+            raise PlanError(f"{where}.protocol: unknown protocol {exp['protocol']!r}; "
+                            f"defined: {sorted(protocols)}")
+        if not exp.get("questions"):
+            raise PlanError(f"{where}.questions: list the question ids this experiment answers")
+        for profile in PROFILES:
+            try:
+                runs = _expand_experiment(plan, name, profile, experiments_dir)
+            except PlanError:
+                raise
+            except (TypeError, ValueError) as e:
+                raise PlanError(f"{where} (profile {profile}): {e}") from e
+            for params in runs:
+                _validate_params(exp["notebook"], params, f"{where} (profile {profile})",
+                                 notebook_parameters(nb_path))
+
+
+def _validate_params(notebook: str, params: dict, where: str, declared: dict) -> None:
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise PlanError(f"{where}: unknown parameter(s) {unknown} for {notebook}; "
+                        f"it declares: {sorted(k for k in declared if k not in RUNNER_PARAMS)}")
+    if notebook == "train.ipynb":
+        from analysis import train
+
+        try:
+            train.validate_config({k: v for k, v in params.items() if k in train.DEFAULTS})
+        except ValueError as e:
+            raise PlanError(f"{where}: {e}") from e
+
+
+# ---------------------------------------------------------------- expansion
+
+def _split_override(override: dict) -> tuple[dict, dict | None, list | None]:
+    override = dict(override or {})
+    grid = override.pop("grid", None)
+    seeds = override.pop("seeds", None)
+    return override, grid, seeds
+
+
+def _expand_experiment(plan: dict, name: str, profile: str,
+                       experiments_dir: Path = paths.EXPERIMENTS_DIR) -> list[dict]:
+    """Every parameter set one experiment needs on one profile (see plan.yaml's header)."""
+    exp = plan["experiments"][name]
+    protocol = (plan.get("protocols") or {}).get(exp.get("protocol")) or {}
+    params = {k: v for k, v in notebook_parameters(experiments_dir / exp["notebook"]).items()
+              if k not in RUNNER_PARAMS}
+    params.update(protocol.get("params") or {})
+    proto_over, _, proto_seeds = _split_override((protocol.get("profiles") or {}).get(profile))
+    params.update(proto_over)
+    params.update(exp.get("params") or {})
+    exp_over, grid, seeds = _split_override((exp.get("profiles") or {}).get(profile))
+    params.update(exp_over)
+    grid = grid if grid is not None else (exp.get("grid") or {})
+    seeds = seeds or exp.get("seeds") or proto_seeds or plan["profiles"][profile]["seeds"]
+    for axis, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise PlanError(f"experiments.{name}.grid.{axis}: expected a non-empty list")
+    cases = exp.get("cases") or [{}]
+    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+        raise PlanError(f"experiments.{name}.cases: expected a list of parameter mappings")
+    runs = []
+    for case in cases:
+        for point in itertools.product(*grid.values()):
+            for seed in seeds:
+                runs.append({**params, **case, **dict(zip(grid, point, strict=True)),
+                             "seed": seed})
+    return runs
+
+
+def expand(plan: dict, profile: str, data_fingerprint: str, only: list[str] | None = None,
+           experiments_dir: Path = paths.EXPERIMENTS_DIR) -> list[Run]:
+    """The runs a profile needs, deduplicated by key (a run two questions share runs once)."""
+    selected = select(plan, only)
+    runs: dict[str, Run] = {}
+    for name in selected:
+        exp = plan["experiments"][name]
+        nb_path = experiments_dir / exp["notebook"]
+        for params in _expand_experiment(plan, name, profile, experiments_dir):
+            key = run_key(nb_path, params, data_fingerprint)
+            run = runs.setdefault(key, Run(key, exp["notebook"], params))
+            if name not in run.experiments:
+                run.experiments.append(name)
+            run.questions.extend(q for q in exp["questions"] if q not in run.questions)
+    return list(runs.values())
+
+
+def select(plan: dict, only: list[str] | None) -> list[str]:
+    """Experiment names matching --only items (experiment names or question ids)."""
+    names = list(plan["experiments"])
+    if not only:
+        return names
+    chosen = []
+    for item in only:
+        hits = [n for n in names if n == item or item in plan["experiments"][n]["questions"]]
+        if not hits:
+            questions = sorted({q for e in plan["experiments"].values() for q in e["questions"]})
+            raise PlanError(f"--only {item}: no experiment or question of that name; "
+                            f"questions: {', '.join(questions)}; experiments: {', '.join(names)}")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen

@@ -1,0 +1,235 @@
+"""The results store: what runs write, and tidy DataFrames of it for the book.
+
+Layout under the results folder (see analysis.paths.results_dir):
+
+    runs/<key>/            one finished (or failed) run, made visible by an atomic rename
+        params.json        notebook, parameters, experiments and questions that asked for it
+        status.json        finished | diverged | failed, error, times, host, device, versions
+        notebook.ipynb     the executed notebook: a readable record of the run
+        <name>.csv/.json   whatever the notebook wrote with `write` (metrics, summary, ...)
+    index/<profile>.json   the runs the plan needs for that profile (written by the runner)
+
+Chapters call `runs(...)` and `table(...)`; the profile comes from $DLBOOK_PROFILE.
+"""
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import paths
+
+DONE = ("finished", "diverged")
+
+
+class ResultsMissing(LookupError):
+    """The results the book asks for do not exist yet."""
+
+
+# ---------------------------------------------------------------- writing (inside runs)
+
+def write(run_dir, name: str, obj) -> Path:
+    """Store a DataFrame as <name>.csv or a JSON-able object as <name>.json in the run folder."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(obj, pd.DataFrame):
+        path = run_dir / f"{name}.csv"
+        obj.to_csv(path, index=False)
+    else:
+        path = run_dir / f"{name}.json"
+        path.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True))
+    return path
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else str(obj)
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return _jsonable(obj.item())
+    return obj
+
+
+def save_training(run_dir, result: dict) -> None:
+    """What a training run keeps: per-epoch metrics, a summary, and the weights if kept."""
+    write(run_dir, "metrics", pd.DataFrame(result["epochs"],
+                                           columns=["epoch", "train_loss", "train_acc", "val_loss",
+                                                    "val_acc", "lr", "seconds"]))
+    summary = {k: v for k, v in result.items() if k not in ("epochs", "model", "config")}
+    write(run_dir, "summary", summary)
+    if result.get("model") is not None:
+        import torch
+
+        torch.save(result["model"].state_dict(), Path(run_dir) / "weights.pt")
+
+
+def epochs_frame(result: dict) -> pd.DataFrame:
+    """Long-format per-epoch metrics of one in-memory training result (for quick plots)."""
+    df = pd.DataFrame(result["epochs"])
+    return _long_metrics(df)
+
+
+def _long_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    """train_loss/val_loss/... columns -> rows with split (train/val) and metric (loss/acc)."""
+    value_cols = [c for c in ("train_loss", "train_acc", "val_loss", "val_acc") if c in df]
+    ids = [c for c in df.columns if c not in value_cols]
+    long = df.melt(id_vars=ids, value_vars=value_cols, var_name="series", value_name="value")
+    long[["split", "metric"]] = long["series"].str.split("_", n=1, expand=True)
+    return long.drop(columns="series")
+
+
+# ---------------------------------------------------------------- reading (chapters)
+
+def current_profile() -> str:
+    from analysis.plan import resolve_profile
+
+    return resolve_profile(None)
+
+
+def _root(results=None) -> Path:
+    return paths.results_dir(results)
+
+
+def load_index(profile: str | None = None, results=None) -> list[dict]:
+    profile = profile or current_profile()
+    path = _root(results) / "index" / f"{profile}.json"
+    if not path.exists():
+        raise ResultsMissing(f"no results for profile {profile!r} under {_root(results)}: "
+                             f"run `dlbook run --profile {profile}` first "
+                             f"(or point ${paths.RESULTS_ENV} at the results folder)")
+    return json.loads(path.read_text())
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _matching(experiment, question, profile, results) -> list[dict]:
+    records = load_index(profile, results)
+    if experiment is not None:
+        records = [r for r in records if experiment in r["experiments"]]
+    if question is not None:
+        records = [r for r in records if question in r["questions"]]
+    if not records:
+        raise ResultsMissing(f"the plan for profile {profile or current_profile()!r} has no run "
+                             f"for experiment={experiment!r} question={question!r}")
+    return records
+
+
+def runs(experiment: str | None = None, question: str | None = None,
+         profile: str | None = None, results=None) -> pd.DataFrame:
+    """One row per run the plan needs: key, status (missing if not run), parameters,
+    and the run's summary numbers (flattened: test.best.acc -> test_best_acc)."""
+    root = _root(results)
+    rows = []
+    for rec in _matching(experiment, question, profile, results):
+        run_dir = root / "runs" / rec["key"]
+        status = read_json(run_dir / "status.json")
+        summary = read_json(run_dir / "summary.json")
+        row = {"key": rec["key"], "experiment": experiment or rec["experiments"][0],
+               "status": status.get("status", "missing"), **rec["params"]}
+        row.update({k: status.get(k) for k in ("device", "host", "seconds", "error")})
+        row.update(_flatten({k: v for k, v in summary.items()
+                             if k not in ("device", "seconds", "config")}))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{name}_"))
+        else:
+            out[name] = v
+    return out
+
+
+def table(name: str, experiment: str | None = None, question: str | None = None,
+          profile: str | None = None, results=None, long: bool = False) -> pd.DataFrame:
+    """A table every matching finished run wrote (e.g. "metrics"), concatenated, with the
+    run's key, status and parameters as leading columns. `long=True` melts train/val metrics."""
+    meta = runs(experiment, question, profile, results)
+    done = meta[meta["status"].isin(DONE)]
+    if done.empty:
+        raise ResultsMissing(f"no finished run for experiment={experiment!r} question={question!r} "
+                             f"(statuses: {meta['status'].value_counts().to_dict()}); "
+                             "run `dlbook run` first")
+    root = _root(results)
+    frames = []
+    param_cols = [c for c in meta.columns if c not in ("device", "host", "seconds", "error")
+                  and not c.startswith(("test_", "init_", "best_", "diverged_", "num_"))]
+    for _, row in done.iterrows():
+        path = root / "runs" / row["key"] / f"{name}.csv"
+        if not path.exists():
+            continue
+        df = pd.read_csv(path)
+        for col in reversed(param_cols):
+            if col not in df:  # a list-valued parameter must be repeated, not broadcast
+                df.insert(0, col, [row[col]] * len(df))
+        frames.append(df)
+    if not frames:
+        raise ResultsMissing(f"finished runs of experiment={experiment!r} wrote no {name}.csv")
+    out = pd.concat(frames, ignore_index=True)
+    return _long_metrics(out) if long else out
+
+
+def run_dir(key: str, results=None) -> Path:
+    return _root(results) / "runs" / key
+
+
+def provenance(profile: str | None = None, results=None) -> dict:
+    """Which profile produced the book, on which hardware, in how long (from status records)."""
+    profile = profile or current_profile()
+    root = _root(results)
+    statuses = [read_json(root / "runs" / r["key"] / "status.json")
+                for r in load_index(profile, results)]
+    done = [s for s in statuses if s.get("status") in DONE]
+    return {
+        "profile": profile,
+        "planned": len(statuses),
+        "done": len(done),
+        "failed": sum(s.get("status") == "failed" for s in statuses),
+        "compute_seconds": sum(s.get("seconds") or 0 for s in done),
+        "devices": sorted({s.get("device") for s in done if s.get("device")}),
+        "hosts": sorted({s.get("host") for s in done if s.get("host")}),
+        "torch": sorted({(s.get("versions") or {}).get("torch") for s in done} - {None}),
+        "commits": sorted({s.get("git_commit") for s in done if s.get("git_commit")}),
+        "finished_at": max((s.get("finished") for s in done if s.get("finished")), default=None),
+        "env_profile": os.environ.get(paths.PROFILE_ENV, "auto"),
+    }
+
+
+def mean_ci(df: pd.DataFrame, by: str | list[str], value: str, level: float = 0.95) -> pd.DataFrame:
+    """Mean of `value` per group with a Student-t confidence interval over runs (seeds).
+
+    One run per group gives a NaN interval: a single run carries no estimate of its noise.
+    """
+    from scipy import stats
+
+    def one(s: pd.Series) -> pd.Series:
+        s = s.dropna()
+        n, mean = len(s), s.mean()
+        half = (stats.t.ppf(0.5 + level / 2, n - 1) * s.std(ddof=1) / math.sqrt(n)) if n > 1 \
+            else float("nan")
+        return pd.Series({"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n})
+
+    return df.groupby(by)[value].apply(one).unstack().reset_index()
+
+
+def load_weights(key: str, results=None) -> dict:
+    """The final state_dict a run saved (runs with keep_weights=True)."""
+    import torch
+
+    path = run_dir(key, results) / "weights.pt"
+    if not path.exists():
+        raise ResultsMissing(f"run {key} saved no weights (set keep_weights: true in the plan)")
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,334 @@
+"""Execute the plan's runs with papermill, locally or on a Dask cluster, with a cache.
+
+Guarantees:
+- A run is built in `runs/.tmp-<key>-...` and becomes `runs/<key>` by one atomic
+  rename after its status record is written, so a half-written run is never
+  mistaken for a finished one; a killed runner leaves only a `.tmp-` folder,
+  swept on the next start.
+- A lock per key (flock, released by the OS if the process dies) stops two
+  processes from running the same run.
+- A failed run records its traceback under its key and the batch goes on;
+  finished and diverged runs are cached, failed ones are retried next time.
+"""
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from analysis import paths, plan
+from analysis.results import DONE, read_json, write
+
+LIBRARIES = ("torch", "torchvision", "numpy", "pandas", "papermill", "fvcore")
+
+
+@dataclass
+class Outcome:
+    key: str
+    status: str  # finished | diverged | failed | cached | locked
+    seconds: float = 0.0
+    error: str | None = None
+    experiments: tuple = ()
+
+
+# ---------------------------------------------------------------- data identity
+
+def data_fingerprint(data_root: Path) -> str:
+    """Cheap identity of the dataset files: names, sizes and a hash of each file's head.
+
+    Part of every run key, so results from generated smoke data are never reused for
+    the real CIFAR-10 (or another copy of it) and vice versa.
+    """
+    folder = Path(data_root) / "cifar-10-batches-py"
+    if not folder.is_dir():
+        return "absent"
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and not f.name.startswith("."):
+            with open(f, "rb") as fh:
+                h.update(f"{f.name}:{f.stat().st_size}:".encode() + fh.read(1 << 16))
+    return h.hexdigest()[:16]
+
+
+def ensure_data(data_root: Path) -> None:
+    """Find (or download) CIFAR-10 before any run starts, so a missing dataset fails fast."""
+    from analysis import data
+
+    data.load_cifar10(data_root)
+
+
+# ---------------------------------------------------------------- one run
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for lib in LIBRARIES:
+        with contextlib.suppress(PackageNotFoundError):
+            out[lib] = version(lib)
+    return out
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=paths.PROJECT_ROOT,
+                             capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=paths.PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+@contextlib.contextmanager
+def _lock(results: Path, key: str):
+    """Yield True if this process holds the run's lock, False if another one does."""
+    lock_dir = results / "locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{key}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def is_done(results: Path, key: str) -> bool:
+    return read_json(results / "runs" / key / "status.json").get("status") in DONE
+
+
+def execute(run: dict, results: Path, data_root: Path, force: bool = False,
+            experiments_dir: Path = paths.EXPERIMENTS_DIR) -> Outcome:
+    """Run one notebook (a plan.Run record) into results/runs/<key>; never raises."""
+    import papermill
+
+    results, key = Path(results), run["key"]
+    final = results / "runs" / key
+    experiments = tuple(run["experiments"])
+    with _lock(results, key) as mine:
+        if not mine:
+            return Outcome(key, "locked", experiments=experiments)
+        if is_done(results, key) and not force:
+            return Outcome(key, "cached", experiments=experiments)
+        tmp = results / "runs" / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        write(tmp, "params", run)
+        start = time.time()
+        status = {"key": key, "started": _now(), "host": socket.gethostname(),
+                  "versions": _versions(), "git_commit": _git_commit()}
+        try:
+            papermill.execute_notebook(
+                str(Path(experiments_dir) / run["notebook"]), str(tmp / "notebook.ipynb"),
+                parameters={**run["params"], "run_dir": str(tmp), "data_dir": str(data_root)},
+                cwd=str(paths.PROJECT_ROOT), kernel_name="python3", progress_bar=False,
+                # The kernel's start-up warnings would drown the progress bar.
+                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+            summary = read_json(tmp / "summary.json")
+            status.update(status=summary.get("status", "finished"), error=None,
+                          device=summary.get("device") or _device())
+            if summary.get("diverged_at"):
+                d = summary["diverged_at"]
+                status["error"] = f"loss became non-finite at epoch {d['epoch']}, step {d['step']}"
+        except Exception as e:  # noqa: BLE001 - a failed run is a result, the batch goes on
+            status.update(status="failed", error=_last_line(e), traceback=traceback.format_exc(),
+                          device=_device())
+        status.update(finished=_now(), seconds=round(time.time() - start, 3))
+        write(tmp, "status", status)
+        _publish(tmp, final)
+        return Outcome(key, status["status"], status["seconds"], status.get("error"), experiments)
+
+
+def _last_line(e: Exception) -> str:
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:500]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Make the run visible in one rename; an older copy (failed or forced) moves aside first."""
+    if final.exists():
+        old = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(final)
+
+
+def sweep_stale(results: Path) -> int:
+    """Remove leftovers of killed runners (their locks are free); return how many."""
+    runs_dir = Path(results) / "runs"
+    if not runs_dir.exists():
+        return 0
+    removed = 0
+    for d in runs_dir.glob(".*-*"):
+        key = d.name.split("-")[1]
+        with _lock(Path(results), key) as mine:
+            if mine:
+                shutil.rmtree(d, ignore_errors=True)
+                removed += 1
+    return removed
+
+
+# ---------------------------------------------------------------- the batch
+
+def write_index(results: Path, profile: str, runs: list) -> None:
+    """Record which runs the profile's plan needs; the book reads this, not the plan."""
+    index = Path(results) / "index"
+    index.mkdir(parents=True, exist_ok=True)
+    tmp = index / f".{profile}.json.{os.getpid()}"
+    tmp.write_text(json.dumps([r.record() for r in runs], indent=1, sort_keys=True))
+    tmp.replace(index / f"{profile}.json")
+
+
+def prepare(profile: str | None, data_dir=None, results_dir=None, only=None, seeds=None):
+    """Validate everything a batch needs before any compute: plan, profile, data."""
+    the_plan = plan.load()
+    profile = plan.resolve_profile(profile)
+    plan.select(the_plan, only)
+    data_root = paths.data_dir(data_dir)
+    results = paths.results_dir(results_dir)
+    ensure_data(data_root)
+    fingerprint = data_fingerprint(data_root)
+    all_runs = plan.expand(the_plan, profile, fingerprint)
+    selected = plan.expand(the_plan, profile, fingerprint, only) if only else all_runs
+    if seeds is not None:
+        selected = [r for r in selected if r.params.get("seed") in seeds]
+    return profile, data_root, results, all_runs, selected
+
+
+def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, force=False,
+              dask_address: str | None = None, progress=True,
+              experiments_dir: Path = paths.EXPERIMENTS_DIR) -> list[Outcome]:
+    """Execute runs (skipping finished ones) with a progress bar; return one Outcome each."""
+    from tqdm.auto import tqdm
+
+    results.mkdir(parents=True, exist_ok=True)
+    sweep_stale(results)
+    todo = [r.record() for r in runs]
+    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress)
+    outcomes = []
+
+    def done(outcome: Outcome):
+        outcomes.append(outcome)
+        bar.update(1)
+        bar.set_postfix_str(f"last: {outcome.experiments[0] if outcome.experiments else ''} "
+                            f"{outcome.status}")
+
+    if dask_address:
+        from dask.distributed import Client, as_completed
+
+        with Client(dask_address) as client:
+            futures = [client.submit(execute, r, results, data_root, force, experiments_dir,
+                                     pure=False)
+                       for r in todo]
+            for fut in as_completed(futures):
+                done(fut.result())
+    elif jobs > 1:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        # Kernels inherit the environment: share the cores instead of oversubscribing them.
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+        with ThreadPoolExecutor(jobs) as pool:
+            futures = [pool.submit(execute, r, results, data_root, force, experiments_dir)
+                       for r in todo]
+            for fut in as_completed(futures):
+                done(fut.result())
+    else:
+        for r in todo:
+            done(execute(r, results, data_root, force, experiments_dir))
+    bar.close()
+    return outcomes
+
+
+def summarize(outcomes: list[Outcome], wall: float, results: Path) -> str:
+    counts = {s: sum(o.status == s for o in outcomes)
+              for s in ("finished", "cached", "diverged", "failed", "locked")}
+    ran = counts["finished"] + counts["diverged"] + counts["failed"]
+    lines = [f"{len(outcomes)} runs: {ran} executed ({counts['finished']} finished, "
+             f"{counts['diverged']} diverged, {counts['failed']} failed), "
+             f"{counts['cached']} cached, {counts['locked']} running elsewhere; "
+             f"wall time {wall:.1f} s"]
+    for o in outcomes:
+        if o.status == "failed":
+            lines.append(f"  FAILED {o.key} ({', '.join(o.experiments)}): {o.error}\n"
+                         f"    see {results / 'runs' / o.key / 'notebook.ipynb'}")
+    return "\n".join(lines)
+
+
+def status_rows(results: Path, runs: list) -> list[dict]:
+    """Per planned run: cached (finished/diverged), failed, missing; and stale runs on disk
+    (same notebook and parameters under another key: code, notebook or data changed)."""
+    planned = {r.key for r in runs}
+    by_params = {}
+    runs_dir = results / "runs"
+    if runs_dir.exists():
+        for d in runs_dir.iterdir():
+            if d.name.startswith(".") or d.name in planned:
+                continue
+            p = read_json(d / "params.json")
+            if p:
+                same = (p.get("notebook"), json.dumps(p.get("params"), sort_keys=True))
+                by_params.setdefault(same, []).append(d.name)
+    rows = []
+    for r in runs:
+        st = read_json(results / "runs" / r.key / "status.json").get("status")
+        state = "cached" if st in DONE else ("failed" if st == "failed" else "missing")
+        stale = by_params.get((r.notebook, json.dumps(r.params, sort_keys=True)), [])
+        rows.append({"key": r.key, "experiments": ",".join(r.experiments), "state": state,
+                     "result": st or "", "stale": len(stale)})
+    return rows
+
+
+def cli(args) -> int:
+    try:
+        profile, data_root, results, all_runs, selected = prepare(
+            args.profile, args.data_dir, args.results, args.only, getattr(args, "seeds", None))
+    except (plan.PlanError, FileNotFoundError, ValueError) as e:
+        print(f"dlbook {args.command}: {e}", file=sys.stderr)
+        return 2
+    write_index(results, profile, all_runs)
+    if args.command == "status":
+        rows = status_rows(results, selected)
+        print(f"profile {profile}: {len(rows)} runs planned, results in {results}")
+        print(f"{'experiments':40s} {'key':16s} {'state':8s} {'result':9s} stale")
+        for row in sorted(rows, key=lambda r: r["experiments"]):
+            print(f"{row['experiments'][:40]:40s} {row['key']} {row['state']:8s} "
+                  f"{row['result']:9s} {row['stale'] or ''}")
+        states = [r["state"] for r in rows]
+        print(f"cached {states.count('cached')}, missing {states.count('missing')}, "
+              f"failed {states.count('failed')}, stale {sum(r['stale'] > 0 for r in rows)}")
+        return 0
+    print(f"dlbook run: profile {profile}, {len(selected)} runs, data {data_root}, "
+          f"results {results}", file=sys.stderr)
+    start = time.time()
+    outcomes = run_batch(selected, results, data_root, jobs=args.jobs, force=args.force,
+                         dask_address=args.dask, progress=not args.quiet)
+    print(summarize(outcomes, time.time() - start, results))
+    return 1 if any(o.status in ("failed", "locked") for o in outcomes) else 0

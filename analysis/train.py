@@ -1,0 +1,390 @@
+"""The training engine: `train(config)` turns a plain config dict into metrics.
+
+Speed comes from the data path (after KellerJordan/airbench): every split is
+one uint8 tensor on the training device, each epoch draws one permutation,
+batches are augmented and normalized as whole tensors, and evaluation runs in
+large batches without autograd. Metrics are accumulated as tensors and read
+once per epoch, so nothing waits on the device step by step. Models run in
+channels_last memory format, which is faster on CPU (oneDNN) as on GPU; on
+CUDA the forward pass also runs under bf16 autocast. Everything else is one
+code path, so the CPU tests cover the CUDA logic but for device selection.
+
+On CPU, the same config gives identical metrics run after run: the config
+seed seeds the model initialisation (and dropout), and a torch.Generator
+seeded likewise draws the batch order and the augmentations.
+"""
+import copy
+import difflib
+import math
+import time
+from dataclasses import dataclass, replace
+from numbers import Integral, Real
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from analysis.data import Cifar10, augment, load_cifar10, normalize, stratified_split
+from analysis.models import ACTIVATIONS, INITS, build_model, count_params
+
+DEFAULTS = {
+    "model": "lenet5",
+    "activation": "relu",
+    "batch_norm": False,
+    "dropout": 0.0,
+    "init": "default",
+    "optimizer": "sgd",
+    "lr": 0.01,
+    "momentum": 0.9,
+    "nesterov": False,
+    "weight_decay": 1e-4,
+    "adam_eps": 1e-8,
+    "l1": 0.0,
+    "schedule": "none",
+    "lr_milestones": [],
+    "lr_gamma": 0.1,
+    "warmup_epochs": 0,
+    "label_smoothing": 0.0,
+    "batch_size": 128,
+    "epochs": 30,
+    "crop_padding": 0,
+    "flip_p": 0.0,
+    "vflip_p": 0.0,
+    "seed": 0,
+    "subset": None,
+    "val_size": 5000,
+    "device": "auto",
+    "keep_weights": False,
+}
+
+MODELS = ("lenet5", "resnet20", "plain20")
+LENET_OPTIONS = ("activation", "batch_norm", "dropout", "init")
+EVAL_BATCH = 1000  # large enough to amortise per-call overhead, small enough for CPU caches
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or its value is not allowed."""
+
+
+def _choice(*options):
+    return (lambda v: v in options), "one of " + ", ".join(map(repr, options))
+
+
+def _boolean():
+    return (lambda v: isinstance(v, bool)), "True or False"
+
+
+def _integer(low, high=None):
+    allowed = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+    return (lambda v: _is_int(v) and low <= v and (high is None or v <= high)), allowed
+
+
+def _real(test, allowed):
+    return (lambda v: _is_real(v) and test(v)), f"a number {allowed}"
+
+
+def _is_int(v):
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def _is_real(v):
+    return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _milestones():
+    def ok(v):
+        return (isinstance(v, (list, tuple)) and all(_is_int(m) and m >= 1 for m in v)
+                and list(v) == sorted(set(v)))
+    return ok, "a list of increasing epoch numbers >= 1, e.g. [50, 75]"
+
+
+# key -> (test, what is allowed), in the order of DEFAULTS.
+RULES = {
+    "model": _choice(*MODELS),
+    "activation": _choice(*ACTIVATIONS),
+    "batch_norm": _boolean(),
+    "dropout": _real(lambda v: 0 <= v < 1, "in [0, 1)"),
+    "init": _choice(*INITS),
+    "optimizer": _choice("sgd", "adam"),
+    "lr": _real(lambda v: v > 0, "> 0"),
+    "momentum": _real(lambda v: 0 <= v < 1, "in [0, 1)"),
+    "nesterov": _boolean(),
+    "weight_decay": _real(lambda v: v >= 0, ">= 0"),
+    "adam_eps": _real(lambda v: v > 0, "> 0"),
+    "l1": _real(lambda v: v >= 0, ">= 0"),
+    "schedule": _choice("none", "step", "cosine"),
+    "lr_milestones": _milestones(),
+    "lr_gamma": _real(lambda v: v > 0, "> 0"),
+    "warmup_epochs": _integer(0),
+    "label_smoothing": _real(lambda v: 0 <= v < 1, "in [0, 1)"),
+    "batch_size": _integer(2),  # batch norm cannot train on a single image
+    "epochs": _integer(0),
+    "crop_padding": _integer(0, 16),
+    "flip_p": _real(lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "vflip_p": _real(lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "seed": _integer(0),
+    "subset": ((lambda v: v is None or (_is_int(v) and v >= 10)),
+               "None (all training images) or an integer >= 10"),
+    "val_size": _integer(10),
+    "device": _choice("auto", "cpu", "cuda"),
+    "keep_weights": _boolean(),
+}
+
+
+def validate_config(config: dict) -> dict:
+    """The full config (defaults filled in), or ConfigError naming the key and what it allows."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a dict, got {type(config).__name__}")
+    for key in config:
+        if key not in DEFAULTS:
+            close = difflib.get_close_matches(str(key), DEFAULTS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"unknown config key {key!r}{hint}; valid keys: "
+                              + ", ".join(DEFAULTS))
+    resolved = {**DEFAULTS, **config}
+    for key, value in resolved.items():
+        ok, allowed = RULES[key]
+        if not ok(value):
+            raise ConfigError(f"config key {key!r}: got {value!r}, allowed: {allowed}"
+                              + _yaml_hint(value))
+        if RULES[key][1].startswith("a number"):
+            resolved[key] = float(value)
+        elif _is_int(value):
+            resolved[key] = int(value)
+    resolved["lr_milestones"] = [int(m) for m in resolved["lr_milestones"]]
+
+    if resolved["model"] != "lenet5":
+        for key in LENET_OPTIONS:
+            if resolved[key] != DEFAULTS[key]:
+                raise ConfigError(f"config key {key!r}: got {resolved[key]!r}, but it applies "
+                                  f"to model 'lenet5' only; allowed for {resolved['model']!r}: "
+                                  f"{DEFAULTS[key]!r}")
+    if resolved["nesterov"] and not (resolved["optimizer"] == "sgd" and resolved["momentum"] > 0):
+        raise ConfigError("config key 'nesterov': got True, allowed only with optimizer 'sgd' "
+                          "and momentum > 0")
+    return resolved
+
+
+def _yaml_hint(value) -> str:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return ""
+    return " (a number in quotes? YAML reads 1e-4 as text; write 1.0e-4)"
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("config key 'device': got 'cuda', but CUDA is not available here; "
+                          "allowed: 'auto', 'cpu'")
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+@dataclass
+class Engine:
+    """Everything one run trains with; `train_epoch` advances it by one epoch."""
+
+    config: dict
+    data: Cifar10  # on the training device, train split cut to `subset`
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator  # batch order and augmentation, on the training device
+
+
+def prepare(config: dict, data: Cifar10, device: torch.device) -> Engine:
+    """Seeded model, optimizer and generator, and the data on `device`, for a validated config."""
+    cfg = config
+    if cfg["subset"] is not None and cfg["subset"] < len(data.train_y):
+        # Seed 0, not the run's seed: every run sees the same images, seeds vary the rest.
+        keep, _ = stratified_split(data.train_y.cpu().numpy(), cfg["subset"], seed=0)
+        keep = torch.from_numpy(keep).to(data.train_y.device)
+        data = replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep])
+    data = data.to(device)
+
+    torch.manual_seed(cfg["seed"])
+    options = {k: cfg[k] for k in LENET_OPTIONS} if cfg["model"] == "lenet5" else {}
+    model = build_model(cfg["model"], **options).to(device, memory_format=torch.channels_last)
+    if cfg["optimizer"] == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                                    nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"])
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"], eps=cfg["adam_eps"],
+                                     weight_decay=cfg["weight_decay"])
+    generator = torch.Generator(device=device).manual_seed(cfg["seed"])
+    return Engine(cfg, data, model, optimizer, generator)
+
+
+def learning_rate(config: dict, t: float) -> float:
+    """The learning rate of the step that starts `t` epochs into training (t is fractional).
+
+    step: times lr_gamma for every milestone reached (milestone m: from epoch m + 1 on);
+    cosine: from lr down towards 0 at the end of the last epoch; warmup: linear from 0.
+    """
+    lr = config["lr"]
+    if config["schedule"] == "step":
+        lr *= config["lr_gamma"] ** sum(t >= m for m in config["lr_milestones"])
+    elif config["schedule"] == "cosine":
+        lr *= 0.5 * (1 + math.cos(math.pi * t / config["epochs"]))
+    if t < config["warmup_epochs"]:
+        lr *= t / config["warmup_epochs"]
+    return lr
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _inputs(x: torch.Tensor, data: Cifar10) -> torch.Tensor:
+    return normalize(x, data.mean, data.std).contiguous(memory_format=torch.channels_last)
+
+
+def train_epoch(engine: Engine, epoch: int) -> dict:
+    """One pass over the (subset) train split: train_loss, train_acc, lr, diverged_step.
+
+    train_loss is the mean cross-entropy on the augmented batches as trained
+    (with label smoothing, without the L1 penalty). `diverged_step` is the
+    1-based step of the epoch whose loss was first non-finite, else None; the
+    losses are checked once, at the end of the epoch, to avoid a sync per step.
+    """
+    cfg, data, model, optimizer = engine.config, engine.data, engine.model, engine.optimizer
+    device = data.train_x.device
+    n = len(data.train_y)
+    order = torch.randperm(n, generator=engine.generator, device=engine.generator.device)
+    batches = order.to(device).split(cfg["batch_size"])
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches = batches[:-1]  # batch norm cannot train on a single image
+    losses = torch.zeros(len(batches), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+
+    model.train()
+    for step, idx in enumerate(batches):
+        lr = learning_rate(cfg, epoch - 1 + step / len(batches))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = augment(data.train_x[idx], crop_padding=cfg["crop_padding"], flip_p=cfg["flip_p"],
+                    vflip_p=cfg["vflip_p"], generator=engine.generator)
+        y = data.train_y[idx]
+        with _autocast(device):
+            out = model(_inputs(x, data))
+            loss = F.cross_entropy(out, y, label_smoothing=cfg["label_smoothing"])
+        objective = loss
+        if cfg["l1"] > 0:
+            objective = loss + cfg["l1"] * sum(p.abs().sum() for p in model.parameters())
+        optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        optimizer.step()
+        losses[step] = loss.detach() * len(idx)
+        correct += (out.argmax(1) == y).sum()
+
+    finite = torch.isfinite(losses)
+    seen = sum(len(idx) for idx in batches)
+    return {
+        "train_loss": losses.sum().item() / seen,
+        "train_acc": correct.item() / seen,
+        "lr": lr,
+        "diverged_step": None if finite.all() else int((~finite).nonzero()[0]) + 1,
+    }
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             data: Cifar10) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of `model` in eval mode on uint8 images `x`."""
+    model.eval()
+    loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    for xb, yb in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH), strict=True):
+        with _autocast(x.device):
+            out = model(_inputs(xb, data))
+        loss += F.cross_entropy(out.float(), yb, reduction="sum")
+        correct += (out.argmax(1) == yb).sum()
+    return loss.item() / len(y), correct.item() / len(y)
+
+
+def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
+          progress: bool = True) -> dict:
+    """Train one model as `config` says (see DEFAULTS) and return its metrics.
+
+    The config is validated before any data is loaded. `data` defaults to
+    `load_cifar10(data_dir, val_size=config["val_size"])`; given data is used
+    as is. Returns a JSON-serialisable dict (but "model") with:
+    config, status ("finished" | "diverged"), diverged_at (None | {epoch, step}),
+    init {val_loss, val_acc} of the untrained model, epochs (one dict per
+    completed epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr,
+    seconds; the epoch that diverged is not included), best_epoch and
+    best_val_acc (None without a completed epoch), test {final, best} each
+    {loss, acc} (None values when there are no such weights: final of a
+    diverged run, best of a run without completed epochs), sizes of the
+    splits used, device, seconds, num_params, and model (the final weights on
+    the CPU, only with keep_weights).
+    """
+    cfg = validate_config(config)
+    device = select_device(cfg["device"])
+    start = time.perf_counter()
+    if data is None:
+        data = load_cifar10(data_dir, val_size=cfg["val_size"])
+    engine = prepare(cfg, data, device)
+    data, model = engine.data, engine.model
+
+    init_loss, init_acc = evaluate(model, data.val_x, data.val_y, data)
+    epochs, best, best_model, diverged_at = [], None, None, None
+    bar = tqdm(range(1, cfg["epochs"] + 1), disable=not progress, leave=False, unit="epoch",
+               desc=f"{cfg['model']} {cfg['optimizer']} lr={cfg['lr']:g} seed={cfg['seed']}")
+    for epoch in bar:
+        epoch_start = time.perf_counter()
+        stats = train_epoch(engine, epoch)
+        if stats["diverged_step"] is not None:
+            diverged_at = {"epoch": epoch, "step": stats["diverged_step"]}
+            break
+        val_loss, val_acc = evaluate(model, data.val_x, data.val_y, data)
+        epochs.append({"epoch": epoch, "train_loss": stats["train_loss"],
+                       "train_acc": stats["train_acc"], "val_loss": val_loss, "val_acc": val_acc,
+                       "lr": stats["lr"], "seconds": time.perf_counter() - epoch_start})
+        if best is None or val_acc > best["val_acc"]:
+            best, best_model = epochs[-1], copy.deepcopy(model)
+        bar.set_postfix(loss=f"{stats['train_loss']:.3f}", acc=f"{stats['train_acc']:.3f}",
+                        val_acc=f"{val_acc:.3f}")
+    bar.close()
+
+    no_result = {"loss": None, "acc": None}
+    final = no_result if diverged_at else _test(model, data)
+    if best is None:
+        best_test = no_result
+    elif best is epochs[-1] and not diverged_at:
+        best_test = final  # the final weights are the best ones
+    else:
+        best_test = _test(best_model, data)
+    result = {
+        "config": cfg,
+        "status": "diverged" if diverged_at else "finished",
+        "diverged_at": diverged_at,
+        "init": {"val_loss": init_loss, "val_acc": init_acc},
+        "epochs": epochs,
+        "best_epoch": best["epoch"] if best else None,
+        "best_val_acc": best["val_acc"] if best else None,
+        "test": {"final": final, "best": best_test},
+        "sizes": {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)},
+        "device": describe_device(device),
+        "num_params": count_params(model),
+        "model": None,
+    }
+    if cfg["keep_weights"]:
+        result["model"] = model.to("cpu", memory_format=torch.contiguous_format).eval()
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def _test(model: nn.Module, data: Cifar10) -> dict:
+    loss, acc = evaluate(model, data.test_x, data.test_y, data)
+    return {"loss": loss, "acc": acc}

@@ -1,0 +1,99 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from analysis.models import LeNet5, Swish, build_model, count_params, make_activation
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("lenet5", 62_006),
+    ("resnet20", 269_722),  # He et al. (2016) option A, as counted by akamaster/pytorch_resnet_cifar10
+    ("plain20", 269_722),   # shortcuts carry no parameters
+    ("squeezenet1_0", 1_248_424),
+    ("alexnet", 61_100_840),
+])
+def test_parameter_counts(name, expected):
+    assert count_params(build_model(name)) == expected
+
+
+def test_batch_norm_adds_a_layer_after_every_conv_and_fc_but_the_last():
+    model = LeNet5(batch_norm=True)
+    norms = [m.num_features for m in model.modules()
+             if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    assert norms == [6, 16, 120, 84]
+    assert count_params(model) == 62_006 + 2 * sum(norms)
+    assert isinstance(model.classifier[-1], nn.Linear)
+
+
+def test_dropout_follows_the_hidden_fc_layers():
+    rates = [m.p for m in LeNet5(dropout=0.3).modules() if isinstance(m, nn.Dropout)]
+    assert rates == [0.3, 0.3]
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"activation": "leaky_relu"}, {"activation": "swish", "batch_norm": True},
+    {"dropout": 0.5, "init": "xavier_normal"},
+])
+def test_lenet_output_shape(options):
+    assert LeNet5(**options)(torch.randn(4, 3, 32, 32)).shape == (4, 10)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "plain20", "resnet20_separable"])
+def test_resnet_output_shape(name):
+    assert build_model(name)(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_plain20_differs_from_resnet20_only_by_its_shortcuts():
+    torch.manual_seed(0)
+    resnet = build_model("resnet20").eval()
+    plain = build_model("plain20").eval()
+    plain.load_state_dict(resnet.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(resnet(x), plain(x))
+
+
+def test_swish_matches_its_formula():
+    x = torch.linspace(-8, 8, 1001, dtype=torch.float64)
+    assert torch.allclose(Swish()(x), x / (1 + torch.exp(-x)))
+    assert Swish()(torch.tensor(0.0)) == 0
+
+
+def test_activations_by_name():
+    assert isinstance(make_activation("relu"), nn.ReLU)
+    assert make_activation("leaky_relu").negative_slope == 0.01
+    assert isinstance(make_activation("swish"), Swish)
+    with pytest.raises(ValueError, match="relu"):
+        make_activation("gelu")
+
+
+def weight_std(model, index):
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return layers[index].weight.std().item()
+
+
+@pytest.mark.parametrize("init, std", [
+    ("kaiming_normal", lambda fan_in, fan_out: math.sqrt(2 / fan_in)),
+    ("xavier_normal", lambda fan_in, fan_out: math.sqrt(2 / (fan_in + fan_out))),
+])
+def test_init_gives_the_specified_weight_std_and_zero_biases(init, std):
+    torch.manual_seed(0)
+    model = LeNet5(init=init)
+    # fc 400 -> 120 (48,000 weights) and conv 6 -> 16 5x5 (fan_in 150, fan_out 400).
+    assert weight_std(model, 2) == pytest.approx(std(400, 120), rel=0.03)
+    assert weight_std(model, 1) == pytest.approx(std(150, 400), rel=0.06)
+    assert all((m.bias == 0).all() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+
+
+def test_default_init_is_pytorchs():
+    torch.manual_seed(0)
+    model = LeNet5()
+    # PyTorch's default: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)), std = 1/sqrt(3 fan_in).
+    assert weight_std(model, 2) == pytest.approx(1 / math.sqrt(3 * 400), rel=0.03)
+    assert (model.classifier[1].bias != 0).any()
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="lenet5"):
+        build_model("vgg16")

@@ -1,0 +1,138 @@
+"""The plan: validation messages, expansion, sharing, and what a run key depends on."""
+import copy
+import shutil
+
+import pytest
+import yaml
+
+from analysis import paths, plan
+
+
+@pytest.fixture(scope="module")
+def real_plan():
+    return plan.load()
+
+
+def test_real_plan_is_valid_and_expands_on_every_profile(real_plan):
+    for profile in plan.PROFILES:
+        runs = plan.expand(real_plan, profile, "data")
+        assert runs, profile
+        assert len({r.key for r in runs}) == len(runs)
+        for r in runs:
+            assert r.questions and r.experiments
+
+
+def test_every_question_of_the_plan_has_runs_on_smoke(real_plan):
+    runs = plan.expand(real_plan, "smoke", "data")
+    covered = {q for r in runs for q in r.questions}
+    declared = {q for e in real_plan["experiments"].values() for q in e["questions"]}
+    assert covered == declared
+
+
+def test_full_profile_uses_three_seeds_for_comparisons(real_plan):
+    runs = plan.expand(real_plan, "full", "data", only=["lenet-baseline"])
+    assert sorted(r.params["seed"] for r in runs) == [0, 1, 2]
+
+
+def test_shared_runs_are_one_run(real_plan):
+    runs = plan.expand(real_plan, "smoke", "data", only=["lenet-baseline", "lenet-init-schemes"])
+    shared = [r for r in runs if set(r.experiments) == {"lenet-baseline", "lenet-init-schemes"}]
+    assert len(shared) == 1
+    assert set(shared[0].questions) >= {"lab1-g", "lab1-h"}
+    assert len(runs) == 3  # default init shared, kaiming and xavier extra
+
+
+def test_grid_times_seeds(real_plan):
+    p = copy.deepcopy(real_plan)
+    p["experiments"]["lenet-init-schemes"]["profiles"] = {"smoke": {"seeds": [0, 1]}}
+    runs = plan.expand(p, "smoke", "data", only=["lenet-init-schemes"])
+    assert len(runs) == 3 * 2
+    assert {(r.params["init"], r.params["seed"]) for r in runs} == {
+        (i, s) for i in ("default", "kaiming_normal", "xavier_normal") for s in (0, 1)}
+
+
+def test_merge_order_profile_overrides_protocol(real_plan):
+    smoke = plan.expand(real_plan, "smoke", "data", only=["lab1-g"])[0].params
+    full = plan.expand(real_plan, "full", "data", only=["lab1-g"])[0].params
+    proto = real_plan["protocols"]["lab1"]
+    assert full["epochs"] == proto["params"]["epochs"]
+    assert smoke["epochs"] == proto["profiles"]["smoke"]["epochs"]
+    assert smoke["lr"] == full["lr"] == proto["params"]["lr"]
+
+
+def test_only_accepts_questions_and_experiments_and_names_unknowns(real_plan):
+    by_q = plan.expand(real_plan, "smoke", "data", only=["lab1-h"])
+    by_e = plan.expand(real_plan, "smoke", "data", only=["lenet-init-schemes"])
+    assert {r.key for r in by_q} == {r.key for r in by_e}
+    with pytest.raises(plan.PlanError, match="--only lab9-z.*questions: .*lab1-g"):
+        plan.expand(real_plan, "smoke", "data", only=["lab9-z"])
+
+
+def _write(tmp_path, p):
+    for nb in paths.EXPERIMENTS_DIR.glob("*.ipynb"):
+        shutil.copy(nb, tmp_path / nb.name)
+    f = tmp_path / "plan.yaml"
+    f.write_text(yaml.safe_dump(p))
+    return f
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda p: p["experiments"]["lenet-baseline"].update(params={"lr_typo": 0.1}),
+     r"experiments\.lenet-baseline \(profile smoke\): unknown parameter\(s\) \['lr_typo'\]"),
+    (lambda p: p["experiments"]["lenet-baseline"].update(params={"optimizer": "rmsprop"}),
+     r"experiments\.lenet-baseline .*optimizer.*sgd.*adam"),
+    (lambda p: p["experiments"]["lenet-baseline"].update(colour="red"),
+     r"experiments\.lenet-baseline: unknown key\(s\) \['colour'\]"),
+    (lambda p: p["experiments"]["lenet-baseline"].update(notebook="nope.ipynb"),
+     r"experiments\.lenet-baseline\.notebook: .*nope\.ipynb does not exist"),
+    (lambda p: p["experiments"]["lenet-baseline"].update(protocol="lab7"),
+     r"experiments\.lenet-baseline\.protocol: unknown protocol 'lab7'"),
+    (lambda p: p["experiments"]["lenet-baseline"].update(questions=[]),
+     r"experiments\.lenet-baseline\.questions"),
+    (lambda p: p["experiments"]["lenet-init-schemes"].update(grid={"init": "kaiming_normal"}),
+     r"experiments\.lenet-init-schemes\.grid\.init: expected a non-empty list"),
+    (lambda p: p["profiles"].pop("cpu"), r"plan\.profiles: must define exactly"),
+])
+def test_invalid_entries_name_entry_and_key(tmp_path, real_plan, mutate, message):
+    p = copy.deepcopy(real_plan)
+    mutate(p)
+    with pytest.raises(plan.PlanError, match=message):
+        plan.load(_write(tmp_path, p))
+
+
+def test_profile_resolution(monkeypatch):
+    monkeypatch.setenv(paths.PROFILE_ENV, "smoke")
+    assert plan.resolve_profile(None) == "smoke"
+    assert plan.resolve_profile("full") == "full"
+    monkeypatch.setenv(paths.PROFILE_ENV, "auto")
+    assert plan.resolve_profile(None) in ("cpu", "full")
+    with pytest.raises(plan.PlanError, match="profile must be one of"):
+        plan.resolve_profile("fast")
+
+
+def test_key_depends_on_params_data_and_notebook_code(tmp_path):
+    nb = paths.EXPERIMENTS_DIR / "train.ipynb"
+    params = plan.expand(plan.load(), "smoke", "d", only=["lab1-g"])[0].params
+    key = plan.run_key(nb, params, "d")
+    assert plan.run_key(nb, params, "d") == key
+    assert plan.run_key(nb, {**params, "lr": 0.02}, "d") != key
+    assert plan.run_key(nb, params, "other-data") != key
+    edited = tmp_path / "train.ipynb"
+    text = nb.read_text().replace("progress=False", "progress=False ")
+    edited.write_text(text)
+    assert plan.run_key(edited, params, "d") != key
+
+
+def test_key_follows_training_code_not_presentation_code(tmp_path, monkeypatch):
+    nb = paths.EXPERIMENTS_DIR / "train.ipynb"
+    assert {"train", "data", "models"} <= set(plan.compute_modules(nb))
+    assert not {"plots", "results"} & set(plan.compute_modules(nb))
+    package = tmp_path / "analysis"
+    shutil.copytree(plan.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(plan, "PACKAGE_DIR", package)
+    params = {"lr": 0.1}
+    key = plan.run_key(nb, params, "d")
+    (package / "plots.py").write_text((package / "plots.py").read_text() + "\n# restyled\n")
+    assert plan.run_key(nb, params, "d") == key
+    (package / "train.py").write_text((package / "train.py").read_text() + "\n# changed\n")
+    assert plan.run_key(nb, params, "d") != key
