@@ -936,7 +936,21 @@ def outcome_problems(chapter: Chapter, nb, origins: list, last: int,
                                     f"{_exception_line(error)}" + (after if index == last else "")))
         elif not errors and isinstance(origin, Cell):
             problems += _output_problems(chapter, origin, cell.get("outputs", []))
+        elif not errors and isinstance(origin, Inline):
+            problems += _inline_problems(chapter, origin, cell.get("outputs", []))
     return problems
+
+
+# numpy 2 scalars print as `np.float64(0.5)`; in prose that is a bug, not a number.
+NUMPY_REPR = re.compile(r"^np\.\w+\(")
+
+
+def _inline_problems(chapter: Chapter, origin: Inline, outputs: list) -> list[Problem]:
+    text = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    if NUMPY_REPR.match(text):
+        return [Problem(chapter.file, origin.line, f"inline `{{python}} {origin.expr}` renders "
+                        f"as {text!r}; convert it with int(), float() or a formatter")]
+    return []
 
 
 def _output_problems(chapter: Chapter, origin: Cell, outputs: list) -> list[Problem]:

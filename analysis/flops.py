@@ -11,7 +11,7 @@ concatenation, reshapes) and some it does not know (elementwise add). Both kinds
 are listed by `skipped_ops`, never hidden.
 
 Static analysis (cheap, deterministic; chapters may call it directly):
-    module_costs, grouped_costs, totals, skipped_ops, torch_flops,
+    module_costs, group_costs, grouped_costs, totals, skipped_ops, torch_flops,
     conv_macs, linear_macs, separable_ratio, conv3x3_layers, separable_table,
     module_traffic, squeezenet_variants
 Measurement (slow; only the costs notebook calls it):
@@ -78,13 +78,14 @@ def _leaf_outputs(model: nn.Module, input_shape) -> dict[str, tuple]:
     """Output shape of every leaf module, in the order the forward pass calls them."""
     shapes, hooks = {}, []
 
-    def hook(mod, inp, out, name):
-        shapes.setdefault(name, tuple(out.shape))  # a hook must return None
+    def recorder(name):
+        def hook(mod, inp, out):
+            shapes.setdefault(name, tuple(out.shape))  # returning a value would replace `out`
+        return hook
 
     for name, m in model.named_modules():
         if name and not list(m.children()):
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, name=name: hook(mod, inp, out, name)))
+            hooks.append(m.register_forward_hook(recorder(name)))
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, *input_shape))
@@ -103,13 +104,13 @@ def _layer_names(model: nn.Module, blocks: list[str]) -> dict[str, str]:
     """Paper-style names (conv1, fire2, ..., fc8): number the blocks that hold a conv or
     linear layer in forward order; parameter-free blocks (ReLU, pooling, dropout) and
     batch norms join the weight layer before them."""
-    prefix = {nn.Conv2d: "conv", nn.Linear: "fc"}
+    prefix = {"Conv2d": "conv", "Linear": "fc", "BasicBlock": "block"}
     names, count, current = {}, 0, None
     for block in blocks:
         m = model.get_submodule(block)
         if any(isinstance(s, (nn.Conv2d, nn.Linear)) for s in m.modules()):
             count += 1
-            kind = prefix.get(type(m), type(m).__name__.lower())
+            kind = prefix.get(type(m).__name__, type(m).__name__.lower())
             current = f"{kind}{count}"
         names[block] = current or block
     return names
@@ -172,8 +173,11 @@ def group_costs(table: pd.DataFrame, by: str = "stage") -> pd.DataFrame:
     elif by == "stage":
         # A new stage starts whenever the resolution changes (consecutive runs, not values).
         df["stage"] = (df["resolution"] != df["resolution"].shift()).cumsum()
+        # Name a stage by the weight layers computed in it, not by a pool that ends a layer.
+        df["layer"] = df["layer"].where(df["params"] > 0)
         out = (df.groupby("stage")
-               .agg(resolution=("resolution", "first"), blocks=("block", _span),
+               .agg(resolution=("resolution", "first"), layers=("layer", _span),
+                    blocks=("block", _span),
                     params=("params", "sum"), macs=("macs", "sum"), flops=("flops", "sum"))
                .reset_index())
     else:
@@ -191,7 +195,7 @@ def grouped_costs(model: nn.Module, input_shape, by: str = "stage") -> pd.DataFr
 
 def _span(names) -> str:
     """'a', 'a, b' or 'a .. z' for a run of block names."""
-    names = list(dict.fromkeys(names))
+    names = list(dict.fromkeys(n for n in names if isinstance(n, str)))
     return ", ".join(names) if len(names) <= 2 else f"{names[0]} .. {names[-1]}"
 
 
@@ -404,7 +408,8 @@ def latency_table(batch_sizes=(1, 32, 128), threads: int = 1, min_run_time: floa
             cases.append(("network", "resnet20", 1, None, None, tuple(nets.values()),
                           (batch, *input_shape), False))
             for scope, shape, count, cout, formula, pair, x_shape, input_grad in cases:
-                x = torch.randn(*x_shape)
+                x = torch.randn(*x_shape, device=dev)
+                pair = [m.to(dev) for m in pair]
                 traffic = [module_traffic(m, x) for m in pair]
                 row = {"device": dev, "threads": threads, "batch": batch, "scope": scope,
                        "shape": shape, "count": count, "cout": cout,
@@ -413,10 +418,9 @@ def latency_table(batch_sizes=(1, 32, 128), threads: int = 1, min_run_time: floa
                        "mac_ratio": traffic[0]["macs"] / traffic[1]["macs"], "formula": formula,
                        "intensity_standard": traffic[0]["intensity"],
                        "intensity_separable": traffic[1]["intensity"]}
-                x = x.to(dev)
                 for backward in (False, True):
-                    seconds = [time_module(m.to(dev), x, backward, threads, min_run_time,
-                                           input_grad) for m in pair]
+                    seconds = [time_module(m, x, backward, threads, min_run_time, input_grad)
+                               for m in pair]
                     rows.append({**row, "pass": "forward+backward" if backward else "forward",
                                  "standard_s": seconds[0], "separable_s": seconds[1],
                                  "speedup": seconds[0] / seconds[1]})
@@ -451,12 +455,13 @@ def _squeezenet(expand3x3_only=False, squeeze=True, fc_head=False, early_pooling
         s, e1, e3 = (fire.squeeze.out_channels, fire.expand1x1.out_channels,
                      fire.expand3x3.out_channels)
         cin = s
-        if not squeeze:  # expand filters see all input channels
+        if not squeeze:  # the expand filters see all the fire module's input channels
             cin = fire.squeeze.in_channels
             fire.squeeze, fire.squeeze_activation = nn.Identity(), nn.Identity()
             fire.expand3x3 = nn.Conv2d(cin, e3, 3, padding=1)
-        fire.expand1x1 = (nn.Conv2d(cin, e1, 3, padding=1) if expand3x3_only
-                          else nn.Conv2d(cin, e1, 1))
+        if expand3x3_only or not squeeze:
+            k = 3 if expand3x3_only else 1
+            fire.expand1x1 = nn.Conv2d(cin, e1, k, padding=k // 2)
     if early_pooling:  # pools right after conv1, fire2, fire3 instead of conv1, fire4, fire8
         f = list(model.features)  # conv1 relu pool fire2-4 pool fire5-8 pool fire9
         model.features = nn.Sequential(*f[:4], f[6], f[4], f[11], f[5], *f[7:11], f[12])

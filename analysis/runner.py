@@ -91,11 +91,15 @@ def _git_commit() -> str | None:
         return None
 
 
-def _device() -> str:
-    import torch
+def _device(used: str | None = None) -> str:
+    """The hardware a run used: the notebook's own report for a GPU, this host's CPU otherwise."""
+    if used and not used.startswith("cpu"):
+        return used
+    if used is None:
+        import torch
 
-    if torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name(0)})"
+        if torch.cuda.is_available():
+            return f"cuda ({torch.cuda.get_device_name(0)})"
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
@@ -148,7 +152,7 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
             summary = read_json(tmp / "summary.json")
             status.update(status=summary.get("status", "finished"), error=None,
-                          device=summary.get("device") or _device())
+                          device=_device(summary.get("device")))
             if summary.get("diverged_at"):
                 d = summary["diverged_at"]
                 status["error"] = f"loss became non-finite at epoch {d['epoch']}, step {d['step']}"

@@ -147,7 +147,8 @@ INLINE_CHAPTER = """
     raise ValueError("shown, and allowed")
     ```
 
-    The value is `{python} undefined_name`.
+    The value is `{python} undefined_name`, and `{python} __import__("numpy").float64(0.5)`
+    would print as a numpy repr.
 
     ```{python}
     #| label: tbl-inline-nothing
@@ -418,6 +419,8 @@ def test_inline_expression_error_is_reported(broken_run):
     assert [p for p in problems if p.startswith("book/inline.qmd")] == [
         f"book/inline.qmd:{line}: inline `{{python}} undefined_name` raised "
         "NameError: name 'undefined_name' is not defined",
+        f"book/inline.qmd:{line}: inline `{{python}} __import__(\"numpy\").float64(0.5)` "
+        "renders as 'np.float64(0.5)'; convert it with int(), float() or a formatter",
         f"book/inline.qmd:{table}: tbl-inline-nothing produced no output to show as a table"]
 
 

@@ -9,7 +9,7 @@ from analysis.models import LeNet5, Swish, build_model, count_params, make_activ
 
 @pytest.mark.parametrize("name, expected", [
     ("lenet5", 62_006),
-    ("resnet20", 269_722),  # He et al. (2016) option A, as counted by akamaster/pytorch_resnet_cifar10
+    ("resnet20", 269_722),  # He et al. (2016) option A; akamaster/pytorch_resnet_cifar10
     ("plain20", 269_722),   # shortcuts carry no parameters
     ("squeezenet1_0", 1_248_424),
     ("alexnet", 61_100_840),
@@ -83,7 +83,8 @@ def test_init_gives_the_specified_weight_std_and_zero_biases(init, std):
     # fc 400 -> 120 (48,000 weights) and conv 6 -> 16 5x5 (fan_in 150, fan_out 400).
     assert weight_std(model, 2) == pytest.approx(std(400, 120), rel=0.03)
     assert weight_std(model, 1) == pytest.approx(std(150, 400), rel=0.06)
-    assert all((m.bias == 0).all() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert all((m.bias == 0).all() for m in layers)
 
 
 def test_default_init_is_pytorchs():
