@@ -21,6 +21,8 @@ import pandas as pd
 from analysis import paths
 
 DONE = ("finished", "diverged")
+EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "clean_train_loss",
+                 "clean_train_acc", "lr", "seconds"]
 
 
 class ResultsMissing(LookupError):
@@ -56,9 +58,7 @@ def _jsonable(obj):
 
 def save_training(run_dir, result: dict) -> None:
     """What a training run keeps: per-epoch metrics, a summary, and the weights if kept."""
-    write(run_dir, "metrics", pd.DataFrame(result["epochs"],
-                                           columns=["epoch", "train_loss", "train_acc", "val_loss",
-                                                    "val_acc", "lr", "seconds"]))
+    write(run_dir, "metrics", pd.DataFrame(result["epochs"], columns=EPOCH_COLUMNS))
     summary = {k: v for k, v in result.items() if k not in ("epochs", "model", "config")}
     write(run_dir, "summary", summary)
     if result.get("model") is not None:
@@ -124,9 +124,10 @@ def _matching(experiment, question, profile, results) -> list[dict]:
 
 
 def runs(experiment: str | None = None, question: str | None = None,
-         profile: str | None = None, results=None) -> pd.DataFrame:
-    """One row per run the plan needs: key, status (missing if not run), parameters,
-    and the run's summary numbers (flattened: test.best.acc -> test_best_acc)."""
+         profile: str | None = None, results=None, include_missing: bool = False) -> pd.DataFrame:
+    """One row per finished or diverged run the plan needs (failed and not-yet-run ones too
+    with `include_missing`): key, status, parameters, and the run's summary numbers
+    (flattened: test.best.acc -> test_best_acc)."""
     root = _root(results)
     rows = []
     for rec in _matching(experiment, question, profile, results):
@@ -139,7 +140,13 @@ def runs(experiment: str | None = None, question: str | None = None,
         row.update(_flatten({k: v for k, v in summary.items()
                              if k not in ("device", "seconds", "config")}))
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if not include_missing:
+        frame = frame[frame["status"].isin(DONE)].reset_index(drop=True)
+        if frame.empty:
+            raise ResultsMissing(f"no finished run for experiment={experiment!r} "
+                                 f"question={question!r}: run `dlbook run` first")
+    return frame
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -157,16 +164,11 @@ def table(name: str, experiment: str | None = None, question: str | None = None,
           profile: str | None = None, results=None, long: bool = False) -> pd.DataFrame:
     """A table every matching finished run wrote (e.g. "metrics"), concatenated, with the
     run's key, status and parameters as leading columns. `long=True` melts train/val metrics."""
-    meta = runs(experiment, question, profile, results)
-    done = meta[meta["status"].isin(DONE)]
-    if done.empty:
-        raise ResultsMissing(f"no finished run for experiment={experiment!r} question={question!r} "
-                             f"(statuses: {meta['status'].value_counts().to_dict()}); "
-                             "run `dlbook run` first")
+    done = runs(experiment, question, profile, results)
     root = _root(results)
     frames = []
-    param_cols = [c for c in meta.columns if c not in ("device", "host", "seconds", "error")
-                  and not c.startswith(("test_", "init_", "best_", "diverged_", "num_"))]
+    param_cols = [c for c in done.columns if c not in ("device", "host", "seconds", "error")
+                  and not c.startswith(("test_", "init_", "best_", "diverged_", "num_", "sizes_"))]
     for _, row in done.iterrows():
         path = root / "runs" / row["key"] / f"{name}.csv"
         if not path.exists():

@@ -326,8 +326,10 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
     as is. Returns a JSON-serialisable dict (but "model") with:
     config, status ("finished" | "diverged"), diverged_at (None | {epoch, step}),
     init {val_loss, val_acc} of the untrained model, epochs (one dict per
-    completed epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr,
-    seconds; the epoch that diverged is not included), best_epoch and
+    completed epoch: epoch, train_loss, train_acc (running, on augmented batches),
+    val_loss, val_acc, clean_train_loss, clean_train_acc (eval mode, unaugmented, on
+    as many training images as the validation split has), lr, seconds; the epoch
+    that diverged is not included), best_epoch and
     best_val_acc (None without a completed epoch), test {final, best} each
     {loss, acc} (None values when there are no such weights: final of a
     diverged run, best of a run without completed epochs), sizes of the
@@ -343,6 +345,10 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
     data, model = engine.data, engine.model
 
     init_loss, init_acc = evaluate(model, data.val_x, data.val_y, data)
+    # Training images as validation sees them (eval mode, no augmentation, fixed weights): the
+    # running train_acc is measured on augmented batches while the weights move, so it
+    # understates how well the training set is fit, and the overfitting gap needs this one.
+    probe = slice(0, min(len(data.val_y), len(data.train_y)))
     epochs, best, best_model, diverged_at = [], None, None, None
     bar = tqdm(range(1, cfg["epochs"] + 1), disable=not progress, leave=False, unit="epoch",
                desc=f"{cfg['model']} {cfg['optimizer']} lr={cfg['lr']:g} seed={cfg['seed']}")
@@ -353,8 +359,10 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
             diverged_at = {"epoch": epoch, "step": stats["diverged_step"]}
             break
         val_loss, val_acc = evaluate(model, data.val_x, data.val_y, data)
+        fit_loss, fit_acc = evaluate(model, data.train_x[probe], data.train_y[probe], data)
         epochs.append({"epoch": epoch, "train_loss": stats["train_loss"],
                        "train_acc": stats["train_acc"], "val_loss": val_loss, "val_acc": val_acc,
+                       "clean_train_loss": fit_loss, "clean_train_acc": fit_acc,
                        "lr": stats["lr"], "seconds": time.perf_counter() - epoch_start})
         if best is None or val_acc > best["val_acc"]:
             best, best_model = epochs[-1], copy.deepcopy(model)

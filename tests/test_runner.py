@@ -111,8 +111,8 @@ def test_killed_run_leaves_no_finished_folder_and_resumes(env, tmp_path):
     exp, results = env
     gate = tmp_path / "go"
     body = f"""
-        import pathlib, time
-        open({str(tmp_path / 'started')!r}, 'w').close()
+        import os, pathlib, time
+        pathlib.Path({str(tmp_path / 'started')!r}).write_text(str(os.getpid()))
         while not pathlib.Path({str(gate)!r}).exists():
             time.sleep(0.1)
         from analysis import results
@@ -125,10 +125,13 @@ def test_killed_run_leaves_no_finished_folder_and_resumes(env, tmp_path):
               f"experiments_dir=pathlib.Path({str(exp)!r}))")
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     deadline = time.time() + 120
-    while not (tmp_path / "started").exists():
+    started = tmp_path / "started"
+    while not (started.exists() and started.read_text()):
         assert time.time() < deadline and proc.poll() is None, "runner never started the notebook"
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its kernel, mid-run
+    kernel = int(started.read_text())
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner, mid-run
+    os.kill(kernel, signal.SIGKILL)  # and its kernel, which runs in a session of its own
     proc.wait()
     runs_dir = results / "runs"
     assert not (runs_dir / rec["key"]).exists()

@@ -109,6 +109,7 @@ def test_training_lowers_the_loss_and_reports_every_metric(fake_data):
     assert abs(r["init"]["val_loss"] - math.log(10)) < 0.2  # untrained: close to uniform
     assert [e["epoch"] for e in r["epochs"]] == [1, 2, 3]
     assert set(r["epochs"][0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc",
+                                   "clean_train_loss", "clean_train_acc",
                                    "lr", "seconds"}
     assert r["epochs"][-1]["train_loss"] < r["init"]["val_loss"] - 0.5
     assert r["best_val_acc"] > 0.5
