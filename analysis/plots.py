@@ -26,6 +26,7 @@ def curves(long: pd.DataFrame, hue: str | None = None, height: float = 3.2):
     for ax, metric in zip(g.axes.flat, g.col_names, strict=True):
         ax.set_title("")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     return g.figure
 
 

@@ -68,7 +68,13 @@ def test_train_notebook_declares_every_training_option():
     assert {k: declared[k] for k in train.DEFAULTS} == train.DEFAULTS
 
 
-def test_missing_data_fails_before_any_run(tmp_path, capsys):
+def test_missing_data_fails_before_any_run(tmp_path, capsys, monkeypatch):
+    import torchvision.datasets.utils
+
+    def offline(*args, **kwargs):
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", offline)
     code = cli.main(["run", "--profile", "smoke", "--data-dir", str(tmp_path / "nowhere"),
                      "--results", str(tmp_path / "r")])
     assert code == 2
