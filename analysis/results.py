@@ -131,9 +131,9 @@ def runs(experiment: str | None = None, question: str | None = None,
     root = _root(results)
     rows = []
     for rec in _matching(experiment, question, profile, results):
-        run_dir = root / "runs" / rec["key"]
-        status = read_json(run_dir / "status.json")
-        summary = read_json(run_dir / "summary.json")
+        folder = root / "runs" / rec["key"]
+        status = read_json(folder / "status.json")
+        summary = read_json(folder / "summary.json")
         row = {"key": rec["key"], "experiment": experiment or rec["experiments"][0],
                "status": status.get("status", "missing"), **rec["params"]}
         row.update({k: status.get(k) for k in ("device", "host", "seconds", "error")})
