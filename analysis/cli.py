@@ -1,6 +1,9 @@
 """The `dlbook` command: run the plan, report its status, check the book, print model costs."""
 import argparse
+import os
 import sys
+
+from analysis.paths import JOBS_ENV
 
 PROFILES = ("smoke", "cpu", "full", "auto")
 
@@ -34,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("run", help="execute the runs the plan needs (cached runs are skipped)")
     common(sp)
-    sp.add_argument("--jobs", "-j", type=int, default=1, help="runs executed at once (default 1)")
+    sp.add_argument("--jobs", "-j", type=int, default=os.environ.get(JOBS_ENV, "1"),
+                    help=f"runs executed at once (default ${JOBS_ENV} or 1; several LeNet runs "
+                    "share one GPU well)")
     sp.add_argument("--force", action="store_true", help="re-execute runs even if finished")
     sp.add_argument("--dask", metavar="ADDRESS", default=None,
                     help="submit runs to a Dask scheduler (tcp://host:8786) instead of local "

@@ -10,6 +10,7 @@ from pathlib import Path
 DATA_ENV = "DLBOOK_DATA"
 RESULTS_ENV = "DLBOOK_RESULTS"
 PROFILE_ENV = "DLBOOK_PROFILE"
+JOBS_ENV = "DLBOOK_JOBS"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"

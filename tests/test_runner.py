@@ -168,3 +168,12 @@ def test_dask_executes_the_same_runs(env):
                                     dask_address=cluster.scheduler_address, experiments_dir=exp)
     assert sorted(o.status for o in outcomes) == ["finished", "finished"]
     assert json.loads((results / "runs" / runs[0].key / "out.json").read_text()) == {"value": 10}
+
+
+def test_jobs_default_comes_from_the_environment(monkeypatch):
+    from analysis import cli
+
+    assert cli.build_parser().parse_args(["run"]).jobs == 1
+    monkeypatch.setenv("DLBOOK_JOBS", "4")
+    assert cli.build_parser().parse_args(["run"]).jobs == 4
+    assert cli.build_parser().parse_args(["run", "--jobs", "2"]).jobs == 2
