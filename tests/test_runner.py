@@ -173,6 +173,7 @@ def test_dask_executes_the_same_runs(env):
 def test_jobs_default_comes_from_the_environment(monkeypatch):
     from analysis import cli
 
+    monkeypatch.delenv("DLBOOK_JOBS", raising=False)
     assert cli.build_parser().parse_args(["run"]).jobs == 1
     monkeypatch.setenv("DLBOOK_JOBS", "4")
     assert cli.build_parser().parse_args(["run"]).jobs == 4
