@@ -126,10 +126,11 @@ def code_fingerprint(nb_path: Path) -> dict:
     return {"notebook": _code_hash(nb_path), "modules": files}
 
 
-def run_key(nb_path: Path, params: dict, data_fingerprint: str) -> str:
+def run_key(nb_path: Path, params: dict, data_fingerprint: str, code: dict | None = None) -> str:
     """Content hash of what determines a run's result: notebook code, parameters,
-    the compute modules it imports, and the data it reads."""
-    blob = json.dumps({"code": code_fingerprint(nb_path), "params": params,
+    the compute modules it imports, and the data it reads. `code` is the notebook's
+    `code_fingerprint`, when the caller already has it."""
+    blob = json.dumps({"code": code or code_fingerprint(nb_path), "params": params,
                        "data": data_fingerprint}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -241,11 +242,14 @@ def expand(plan: dict, profile: str, data_fingerprint: str, only: list[str] | No
     """The runs a profile needs, deduplicated by key (a run two questions share runs once)."""
     selected = select(plan, only)
     runs: dict[str, Run] = {}
+    code: dict[str, dict] = {}  # per notebook: read it and hash its modules once
     for name in selected:
         exp = plan["experiments"][name]
         nb_path = experiments_dir / exp["notebook"]
+        if exp["notebook"] not in code:
+            code[exp["notebook"]] = code_fingerprint(nb_path)
         for params in _expand_experiment(plan, name, profile, experiments_dir):
-            key = run_key(nb_path, params, data_fingerprint)
+            key = run_key(nb_path, params, data_fingerprint, code[exp["notebook"]])
             run = runs.setdefault(key, Run(key, exp["notebook"], params))
             if name not in run.experiments:
                 run.experiments.append(name)

@@ -215,13 +215,12 @@ def prepare(profile: str | None, data_dir=None, results_dir=None, only=None, see
     """Validate everything a batch needs before any compute: plan, profile, data."""
     the_plan = plan.load()
     profile = plan.resolve_profile(profile)
-    plan.select(the_plan, only)
+    wanted = set(plan.select(the_plan, only))  # an unknown --only fails before the data check
     data_root = paths.data_dir(data_dir)
     results = paths.results_dir(results_dir)
     ensure_data(data_root)
-    fingerprint = data_fingerprint(data_root)
-    all_runs = plan.expand(the_plan, profile, fingerprint)
-    selected = plan.expand(the_plan, profile, fingerprint, only) if only else all_runs
+    all_runs = plan.expand(the_plan, profile, data_fingerprint(data_root))
+    selected = [r for r in all_runs if wanted & set(r.experiments)]
     if seeds is not None:
         selected = [r for r in selected if r.params.get("seed") in seeds]
     return profile, data_root, results, all_runs, selected
