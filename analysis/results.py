@@ -125,9 +125,13 @@ def _matching(experiment, question, profile, results) -> list[dict]:
 
 def runs(experiment: str | None = None, question: str | None = None,
          profile: str | None = None, results=None, include_missing: bool = False) -> pd.DataFrame:
-    """One row per finished or diverged run the plan needs (failed and not-yet-run ones too
-    with `include_missing`): key, status, parameters, and the run's summary numbers
-    (flattened: test.best.acc -> test_best_acc)."""
+    """One row per run the plan needs: key, status, parameters, and the run's summary numbers
+    (flattened: test.best.acc -> test_best_acc).
+
+    Every planned run must be finished or diverged, else ResultsMissing says which are not
+    and how to run them: a figure or mean silently drawn from part of a sweep would answer
+    a different question. `include_missing=True` returns failed and not-yet-run rows too.
+    """
     root = _root(results)
     rows = []
     for rec in _matching(experiment, question, profile, results):
@@ -137,15 +141,21 @@ def runs(experiment: str | None = None, question: str | None = None,
         row = {"key": rec["key"], "experiment": experiment or rec["experiments"][0],
                "status": status.get("status", "missing"), **rec["params"]}
         row.update({k: status.get(k) for k in ("device", "host", "seconds", "error")})
+        row["data_official"] = (status.get("data") or {}).get("official")  # None: not recorded
         row.update(_flatten({k: v for k, v in summary.items()
                              if k not in ("device", "seconds", "config")}))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not include_missing:
-        frame = frame[frame["status"].isin(DONE)].reset_index(drop=True)
-        if frame.empty:
-            raise ResultsMissing(f"no finished run for experiment={experiment!r} "
-                                 f"question={question!r}: run `dlbook run` first")
+        absent = frame[~frame["status"].isin(DONE)]
+        if len(absent):
+            what = experiment or question
+            profile = profile or current_profile()
+            counts = ", ".join(f"{n} {s}" for s, n in absent["status"].value_counts().items())
+            raise ResultsMissing(
+                f"{len(absent)} of the {len(frame)} runs of {what!r} (profile {profile}) are not "
+                f"finished ({counts}): run `dlbook run --profile {profile} --only {what}` "
+                f"(`dlbook status` lists them; a failed run's error is in its status.json)")
     return frame
 
 
@@ -205,6 +215,9 @@ def provenance(profile: str | None = None, results=None) -> dict:
         "hosts": sorted({s.get("host") for s in done if s.get("host")}),
         "torch": sorted({(s.get("versions") or {}).get("torch") for s in done} - {None}),
         "commits": sorted({s.get("git_commit") for s in done if s.get("git_commit")}),
+        # True: official CIFAR-10 files; False: another copy; None: not recorded by the run.
+        "data_official": sorted({(s.get("data") or {}).get("official") for s in done},
+                                key=str),
         "finished_at": max((s.get("finished") for s in done if s.get("finished")), default=None),
         "env_profile": os.environ.get(paths.PROFILE_ENV, "auto"),
     }

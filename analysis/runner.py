@@ -12,6 +12,7 @@ Guarantees:
 """
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -59,6 +60,27 @@ def data_fingerprint(data_root: Path) -> str:
             with open(f, "rb") as fh:
                 h.update(f"{f.name}:{f.stat().st_size}:".encode() + fh.read(1 << 16))
     return h.hexdigest()[:16]
+
+
+def is_official_copy(data_root: Path) -> bool:
+    """Whether the CIFAR-10 files are byte for byte the official ones (torchvision's md5 list).
+
+    Published accuracies were measured on the official pixels; a re-encoded copy (a JPEG
+    one, say) trains the same code to different numbers, so runs record which they saw.
+    """
+    return _official(Path(data_root).resolve(), data_fingerprint(data_root))
+
+
+@functools.cache
+def _official(folder_root: Path, fingerprint: str) -> bool:  # fingerprint: a cache key only
+    from torchvision.datasets import CIFAR10
+
+    folder = folder_root / "cifar-10-batches-py"
+    for name, md5 in CIFAR10.train_list + CIFAR10.test_list:
+        path = folder / name
+        if not path.is_file() or hashlib.md5(path.read_bytes()).hexdigest() != md5:
+            return False
+    return True
 
 
 def ensure_data(data_root: Path) -> None:
@@ -142,7 +164,9 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
         write(tmp, "params", run)
         start = time.time()
         status = {"key": key, "started": _now(), "host": socket.gethostname(),
-                  "versions": _versions(), "git_commit": _git_commit()}
+                  "versions": _versions(), "git_commit": _git_commit(),
+                  "data": {"fingerprint": data_fingerprint(data_root),
+                           "official": is_official_copy(data_root)}}
         try:
             papermill.execute_notebook(
                 str(Path(experiments_dir) / run["notebook"]), str(tmp / "notebook.ipynb"),

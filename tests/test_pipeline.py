@@ -62,6 +62,39 @@ def test_results_api_returns_tidy_frames(smoke):
         results.runs(experiment="no-such-experiment")
 
 
+def test_runs_record_whether_the_data_is_the_official_copy(smoke, monkeypatch):
+    # Generated data is not the official CIFAR-10: every run and the provenance say so.
+    assert set(results.runs(experiment="lenet-baseline")["data_official"]) == {False}
+    assert results.provenance()["data_official"] == [False]
+    # The check itself: files whose md5 sums match the list count as official.
+    import hashlib
+
+    from torchvision.datasets import CIFAR10
+
+    folder = paths.data_dir() / "cifar-10-batches-py"
+    sums = [[f, hashlib.md5((folder / f).read_bytes()).hexdigest()]
+            for f, _ in CIFAR10.train_list + CIFAR10.test_list]
+    monkeypatch.setattr(CIFAR10, "train_list", sums[:5])
+    monkeypatch.setattr(CIFAR10, "test_list", sums[5:])
+    runner._official.cache_clear()
+    assert runner.is_official_copy(paths.data_dir())
+    runner._official.cache_clear()
+
+
+def test_partial_results_are_refused_with_the_command_that_completes_them(smoke, tmp_path):
+    _, out = smoke
+    copy = tmp_path / "results"
+    shutil.copytree(out, copy)
+    planned = results.runs(experiment="lenet-init", results=copy)
+    shutil.rmtree(copy / "runs" / planned["key"].iloc[0])
+    with pytest.raises(results.ResultsMissing,
+                       match=rf"1 of the {len(planned)} runs of 'lenet-init'.*1 missing.*"
+                             r"dlbook run --profile smoke --only lenet-init"):
+        results.runs(experiment="lenet-init", results=copy)
+    shown = results.runs(experiment="lenet-init", results=copy, include_missing=True)
+    assert (shown["status"] == "missing").sum() == 1
+
+
 def test_train_notebook_declares_every_training_option():
     declared = plan.notebook_parameters(paths.EXPERIMENTS_DIR / "train.ipynb")
     assert set(declared) - set(plan.RUNNER_PARAMS) == set(train.DEFAULTS)
