@@ -3,6 +3,8 @@
 Each function takes a DataFrame (from analysis.results) and returns the figure,
 so chapters stay one call per figure and tests can check what was drawn.
 """
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -58,6 +60,14 @@ def pct(x: float, digits: int = 1) -> str:
 
 
 def num(x: float, digits: int = 3) -> str:
-    """A number with `digits` significant digits, no scientific notation for everyday sizes."""
+    """`digits` significant digits for prose: 0.0123, 45.6, 12,300; 5e-4 and 3.43e15 beyond."""
     x = float(x)
-    return f"{x:.{digits}g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.{digits - 1}e}"
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+    exponent = int(exponent)  # after rounding: 9.9996 gives 1.00e+01, not 9.99e+00
+    if exponent < -3 or exponent >= 6:
+        return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
+    if exponent >= digits - 1:  # a whole number at this precision
+        return f"{round(x, digits - 1 - exponent):,.0f}"
+    return f"{x:.{digits}g}"

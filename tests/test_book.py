@@ -445,3 +445,14 @@ def test_unresolved_picks_the_render_failures_quarto_only_logs():
 def test_render_without_quarto_reports_instead_of_raising(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     assert book.render(write_book(tmp_path)) == (127, "quarto not on PATH")
+
+
+@pytest.mark.parametrize("x, text", [
+    (0.0123456, "0.0123"), (45.64, "45.6"), (0.5, "0.5"), (1.0, "1"), (100, "100"),
+    (12345, "12,300"), (999.7, "1,000"), (5e-4, "5e-4"), (1.5e-5, "1.5e-5"),
+    (3.430623e15, "3.43e15"), (9.9996e-5, "1e-4"), (0, "0"), (-0.25, "-0.25"),
+])
+def test_prose_numbers_are_plain(x, text):
+    from analysis.plots import num
+
+    assert num(x) == text

@@ -116,8 +116,26 @@ def test_missing_data_fails_before_any_run(tmp_path, capsys, monkeypatch):
 
 
 def test_book_check_passes_on_the_real_book(smoke):
+    # Smoke runs two seeds, so this executes the chapters' several-seed code (means,
+    # intervals, "within noise"), the shape of the full profile's results.
     _, out = smoke
+    assert {r["params"]["seed"] for r in results.load_index("smoke", out)} >= {0, 1}
     problems = book.check(paths.PROJECT_ROOT, results_dir=out, profile="smoke")
+    assert problems == [], "\n".join(map(str, problems))
+
+
+def test_book_check_passes_on_single_seed_results(smoke, tmp_path):
+    # The cpu profile's shape: one seed per configuration, "a single run" prose.
+    _, out = smoke
+    copy = tmp_path / "results"
+    shutil.copytree(out, copy)
+    index = copy / "index" / "smoke.json"
+    records = json.loads(index.read_text())
+    seed0 = [r for r in records if r["params"]["seed"] == 0
+             or r["experiments"] == ["lenet-init"]]  # lenet-init is a many-seed measurement
+    assert len(seed0) < len(records)
+    index.write_text(json.dumps(seed0))
+    problems = book.check(paths.PROJECT_ROOT, results_dir=copy, profile="smoke")
     assert problems == [], "\n".join(map(str, problems))
 
 

@@ -36,10 +36,11 @@ def test_full_profile_uses_three_seeds_for_comparisons(real_plan):
 
 def test_shared_runs_are_one_run(real_plan):
     runs = plan.expand(real_plan, "smoke", "data", only=["lenet-baseline", "lenet-init-schemes"])
+    seeds = real_plan["profiles"]["smoke"]["seeds"]
     shared = [r for r in runs if set(r.experiments) == {"lenet-baseline", "lenet-init-schemes"}]
-    assert len(shared) == 1
+    assert sorted(r.params["seed"] for r in shared) == seeds  # one shared run per seed
     assert set(shared[0].questions) >= {"lab1-g", "lab1-h"}
-    assert len(runs) == 3  # default init shared, kaiming and xavier extra
+    assert len(runs) == 3 * len(seeds)  # default init shared, kaiming and xavier extra
 
 
 def test_grid_times_seeds(real_plan):
