@@ -172,8 +172,10 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
                 str(Path(experiments_dir) / run["notebook"]), str(tmp / "notebook.ipynb"),
                 parameters={**run["params"], "run_dir": str(tmp), "data_dir": str(data_root)},
                 cwd=str(paths.PROJECT_ROOT), kernel_name="python3", progress_bar=False,
-                # The kernel's start-up warnings would drown the progress bar.
-                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                # The kernel's start-up warnings would drown the progress bar, and so would
+                # the "KeyboardInterrupt caught in kernel" ERROR that ipykernel logs when
+                # jupyter_client's shutdown interrupts it; cell errors still reach papermill.
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
             summary = read_json(tmp / "summary.json")
             status.update(status=summary.get("status", "finished"), error=None,
                           device=_device(summary.get("device")))
