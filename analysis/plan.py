@@ -84,11 +84,10 @@ def notebook_parameters(nb_path: Path) -> dict:
     raise PlanError(f"{nb_path}: no cell tagged 'parameters'")
 
 
-def _code_hash(nb_path: Path) -> str:
-    """Hash of the code cells only: executing or clearing a notebook keeps its key."""
+def _code_source(nb_path: Path) -> str:
+    """The code cells only, joined: executing or clearing a notebook keeps its key."""
     nb = nbformat.read(nb_path, as_version=4)
-    code = "\n# ---\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    return hashlib.sha256(code.encode()).hexdigest()
+    return "\n# ---\n".join(c.source for c in nb.cells if c.cell_type == "code")
 
 
 _IMPORT = re.compile(r"^\s*(?:from\s+(?:analysis|\.)\s+import\s+([\w, ()]+)"
@@ -107,8 +106,11 @@ def _imported_modules(source: str) -> set[str]:
 
 def compute_modules(nb_path: Path) -> list[str]:
     """The analysis modules a notebook's results depend on (transitively), presentation excluded."""
-    nb = nbformat.read(nb_path, as_version=4)
-    todo = _imported_modules("\n".join(c.source for c in nb.cells if c.cell_type == "code"))
+    return _compute_modules(_code_source(nb_path))
+
+
+def _compute_modules(code: str) -> list[str]:
+    todo = _imported_modules(code)
     seen = set()
     while todo:
         name = todo.pop()
@@ -121,9 +123,10 @@ def compute_modules(nb_path: Path) -> list[str]:
 
 
 def code_fingerprint(nb_path: Path) -> dict:
+    code = _code_source(nb_path)
     files = {m: hashlib.sha256((PACKAGE_DIR / f"{m}.py").read_bytes()).hexdigest()
-             for m in compute_modules(nb_path)}
-    return {"notebook": _code_hash(nb_path), "modules": files}
+             for m in _compute_modules(code)}
+    return {"notebook": hashlib.sha256(code.encode()).hexdigest(), "modules": files}
 
 
 def run_key(nb_path: Path, params: dict, data_fingerprint: str, code: dict | None = None) -> str:
@@ -172,6 +175,7 @@ def validate(plan, experiments_dir: Path = paths.EXPERIMENTS_DIR) -> None:
                             f"defined: {sorted(protocols)}")
         if not exp.get("questions"):
             raise PlanError(f"{where}.questions: list the question ids this experiment answers")
+        declared = notebook_parameters(nb_path)
         for profile in PROFILES:
             try:
                 runs = _expand_experiment(plan, name, profile, experiments_dir)
@@ -181,7 +185,7 @@ def validate(plan, experiments_dir: Path = paths.EXPERIMENTS_DIR) -> None:
                 raise PlanError(f"{where} (profile {profile}): {e}") from e
             for params in runs:
                 _validate_params(exp["notebook"], params, f"{where} (profile {profile})",
-                                 notebook_parameters(nb_path))
+                                 declared)
 
 
 def _validate_params(notebook: str, params: dict, where: str, declared: dict) -> None:

@@ -21,6 +21,8 @@ import pandas as pd
 from analysis import paths
 
 DONE = ("finished", "diverged")
+# Columns `runs` takes from each run's status.json: facts about the run, not parameters.
+STATUS_COLUMNS = ("device", "host", "seconds", "error", "data_official")
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "clean_train_loss",
                  "clean_train_acc", "lr", "seconds"]
 
@@ -132,16 +134,15 @@ def runs(experiment: str | None = None, question: str | None = None,
     and how to run them: a figure or mean silently drawn from part of a sweep would answer
     a different question. `include_missing=True` returns failed and not-yet-run rows too.
     """
-    root = _root(results)
     rows = []
     for rec in _matching(experiment, question, profile, results):
-        folder = root / "runs" / rec["key"]
+        folder = run_dir(rec["key"], results)
         status = read_json(folder / "status.json")
+        status["data_official"] = (status.get("data") or {}).get("official")  # None: unrecorded
         summary = read_json(folder / "summary.json")
         row = {"key": rec["key"], "experiment": experiment or rec["experiments"][0],
                "status": status.get("status", "missing"), **rec["params"]}
-        row.update({k: status.get(k) for k in ("device", "host", "seconds", "error")})
-        row["data_official"] = (status.get("data") or {}).get("official")  # None: not recorded
+        row.update({k: status.get(k) for k in STATUS_COLUMNS})
         row.update(_flatten({k: v for k, v in summary.items()
                              if k not in ("device", "seconds", "config")}))
         rows.append(row)
@@ -175,12 +176,11 @@ def table(name: str, experiment: str | None = None, question: str | None = None,
     """A table every matching finished run wrote (e.g. "metrics"), concatenated, with the
     run's key, status and parameters as leading columns. `long=True` melts train/val metrics."""
     done = runs(experiment, question, profile, results)
-    root = _root(results)
     frames = []
-    param_cols = [c for c in done.columns if c not in ("device", "host", "seconds", "error")
+    param_cols = [c for c in done.columns if c not in STATUS_COLUMNS
                   and not c.startswith(("test_", "init_", "best_", "diverged_", "num_", "sizes_"))]
     for _, row in done.iterrows():
-        path = root / "runs" / row["key"] / f"{name}.csv"
+        path = run_dir(row["key"], results) / f"{name}.csv"
         if not path.exists():
             continue
         df = pd.read_csv(path)
@@ -201,8 +201,7 @@ def run_dir(key: str, results=None) -> Path:
 def provenance(profile: str | None = None, results=None) -> dict:
     """Which profile produced the book, on which hardware, in how long (from status records)."""
     profile = profile or current_profile()
-    root = _root(results)
-    statuses = [read_json(root / "runs" / r["key"] / "status.json")
+    statuses = [read_json(run_dir(r["key"], results) / "status.json")
                 for r in load_index(profile, results)]
     done = [s for s in statuses if s.get("status") in DONE]
     return {

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from analysis import paths, plan
+from analysis.data import FOLDER
 from analysis.results import DONE, read_json, write
 
 LIBRARIES = ("torch", "torchvision", "numpy", "pandas", "papermill", "fvcore")
@@ -51,7 +52,7 @@ def data_fingerprint(data_root: Path) -> str:
     Part of every run key, so results from generated smoke data are never reused for
     the real CIFAR-10 (or another copy of it) and vice versa.
     """
-    folder = Path(data_root) / "cifar-10-batches-py"
+    folder = Path(data_root) / FOLDER
     if not folder.is_dir():
         return "absent"
     h = hashlib.sha256()
@@ -62,22 +63,24 @@ def data_fingerprint(data_root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def is_official_copy(data_root: Path) -> bool:
-    """Whether the CIFAR-10 files are byte for byte the official ones (torchvision's md5 list).
+def data_identity(data_root: Path) -> dict:
+    """What a run records about its data: the fingerprint in its key, and whether the files
+    are byte for byte the official CIFAR-10 (torchvision's md5 list).
 
     Published accuracies were measured on the official pixels; a re-encoded copy (a JPEG
     one, say) trains the same code to different numbers, so runs record which they saw.
     """
-    return _official(Path(data_root).resolve(), data_fingerprint(data_root))
+    fingerprint = data_fingerprint(data_root)
+    return {"fingerprint": fingerprint,
+            "official": _is_official(Path(data_root).resolve(), fingerprint)}
 
 
-@functools.cache
-def _official(folder_root: Path, fingerprint: str) -> bool:  # fingerprint: a cache key only
+@functools.cache  # the md5 of every file, once per process and copy of the data
+def _is_official(data_root: Path, fingerprint: str) -> bool:
     from torchvision.datasets import CIFAR10
 
-    folder = folder_root / "cifar-10-batches-py"
     for name, md5 in CIFAR10.train_list + CIFAR10.test_list:
-        path = folder / name
+        path = data_root / FOLDER / name
         if not path.is_file() or hashlib.md5(path.read_bytes()).hexdigest() != md5:
             return False
     return True
@@ -165,8 +168,7 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
         start = time.time()
         status = {"key": key, "started": _now(), "host": socket.gethostname(),
                   "versions": _versions(), "git_commit": _git_commit(),
-                  "data": {"fingerprint": data_fingerprint(data_root),
-                           "official": is_official_copy(data_root)}}
+                  "data": data_identity(data_root)}
         try:
             papermill.execute_notebook(
                 str(Path(experiments_dir) / run["notebook"]), str(tmp / "notebook.ipynb"),

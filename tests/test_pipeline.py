@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from analysis import book, cli, paths, plan, results, runner, train
+from analysis import book, cli, data, paths, plan, results, runner, train
 
 
 @pytest.fixture(scope="session")
@@ -71,14 +71,14 @@ def test_runs_record_whether_the_data_is_the_official_copy(smoke, monkeypatch):
 
     from torchvision.datasets import CIFAR10
 
-    folder = paths.data_dir() / "cifar-10-batches-py"
+    folder = paths.data_dir() / data.FOLDER
     sums = [[f, hashlib.md5((folder / f).read_bytes()).hexdigest()]
             for f, _ in CIFAR10.train_list + CIFAR10.test_list]
     monkeypatch.setattr(CIFAR10, "train_list", sums[:5])
     monkeypatch.setattr(CIFAR10, "test_list", sums[5:])
-    runner._official.cache_clear()
-    assert runner.is_official_copy(paths.data_dir())
-    runner._official.cache_clear()
+    runner._is_official.cache_clear()
+    assert runner.data_identity(paths.data_dir())["official"]
+    runner._is_official.cache_clear()
 
 
 def test_partial_results_are_refused_with_the_command_that_completes_them(smoke, tmp_path):
