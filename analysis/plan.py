@@ -10,7 +10,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,18 +89,39 @@ def _code_source(nb_path: Path) -> str:
     return "\n# ---\n".join(c.source for c in nb.cells if c.cell_type == "code")
 
 
-_IMPORT = re.compile(r"^\s*(?:from\s+(?:analysis|\.)\s+import\s+([\w, ()]+)"
-                     r"|from\s+(?:analysis)?\.(\w+)\s+import"
-                     r"|import\s+analysis\.(\w+))", re.M)
-
-
 def _imported_modules(source: str) -> set[str]:
+    """The `analysis` modules `source` imports, in any spelling Python accepts.
+
+    A bare `import analysis` could reach any module as an attribute, so it counts as
+    importing all of them: a key that misses a module would serve stale results.
+    """
+    code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line  # IPython magics
+                     for line in source.splitlines())
+    try:
+        tree = ast.parse(code)
+    except SyntaxError as e:
+        raise PlanError(f"cannot read the imports of code with a syntax error: {e}") from e
     names = set()
-    for group, sub, dotted in _IMPORT.findall(source):
-        names.update(n.strip() for n in group.replace("(", "").replace(")", "").split(",")
-                     if n.strip())
-        names.update(n for n in (sub, dotted) if n)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "analysis":
+                    names.update(parts[1:2] or _all_modules())
+        elif isinstance(node, ast.ImportFrom):
+            package = node.module or ""
+            if node.level == 0 and package.split(".")[0] != "analysis":
+                continue
+            inner = package.split(".")[1:2] if node.level == 0 else package.split(".")[:1]
+            if inner and inner[0]:
+                names.add(inner[0])  # from analysis.train import x / from .train import x
+            else:
+                names.update(alias.name for alias in node.names)  # from analysis import train
     return names
+
+
+def _all_modules() -> set[str]:
+    return {p.stem for p in PACKAGE_DIR.glob("*.py") if p.stem != "__init__"}
 
 
 def compute_modules(nb_path: Path) -> list[str]:
@@ -157,10 +177,19 @@ def validate(plan, experiments_dir: Path = paths.EXPERIMENTS_DIR) -> None:
     if set(plan["profiles"]) != set(PROFILES):
         raise PlanError(f"plan.profiles: must define exactly {PROFILES}, "
                         f"got {sorted(plan['profiles'])}")
+    for profile, spec in plan["profiles"].items():
+        _check_mapping(spec, f"profiles.{profile}")
+        _check_seeds(spec.get("seeds"), f"profiles.{profile}.seeds")
     protocols = plan.get("protocols") or {}
+    _check_mapping(protocols, "protocols")
+    _check_mapping(plan["experiments"], "experiments")
+    for name, proto in protocols.items():
+        _check_mapping(proto, f"protocols.{name}")
+        _check_overrides(proto, f"protocols.{name}")
     for name, exp in plan["experiments"].items():
         where = f"experiments.{name}"
         _check_mapping(exp, where)
+        _check_overrides(exp, where)
         bad = set(exp) - EXPERIMENT_KEYS
         if bad:
             raise PlanError(f"{where}: unknown key(s) {sorted(bad)}; "
@@ -173,8 +202,11 @@ def validate(plan, experiments_dir: Path = paths.EXPERIMENTS_DIR) -> None:
         if exp.get("protocol") is not None and exp["protocol"] not in protocols:
             raise PlanError(f"{where}.protocol: unknown protocol {exp['protocol']!r}; "
                             f"defined: {sorted(protocols)}")
-        if not exp.get("questions"):
-            raise PlanError(f"{where}.questions: list the question ids this experiment answers")
+        questions = exp.get("questions")
+        if not (isinstance(questions, list) and questions
+                and all(isinstance(q, str) for q in questions)):
+            raise PlanError(f"{where}.questions: list the question ids this experiment "
+                            f"answers, e.g. [lab1-g]; got {questions!r}")
         declared = notebook_parameters(nb_path)
         for profile in PROFILES:
             try:
@@ -186,6 +218,34 @@ def validate(plan, experiments_dir: Path = paths.EXPERIMENTS_DIR) -> None:
             for params in runs:
                 _validate_params(exp["notebook"], params, f"{where} (profile {profile})",
                                  declared)
+
+
+def _check_seeds(seeds, where: str) -> None:
+    if not (isinstance(seeds, list) and seeds
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)):
+        raise PlanError(f"{where}: expected a non-empty list of seeds (integers >= 0), "
+                        f"e.g. [0, 1, 2]; got {seeds!r}")
+
+
+def _check_overrides(entry: dict, where: str) -> None:
+    """Per-profile overrides name real profiles, seeds are lists, and `seed` is not a
+    parameter (the runner sets it from `seeds`, so a fixed one would be overridden)."""
+    overrides = entry.get("profiles") or {}
+    _check_mapping(overrides, f"{where}.profiles")
+    unknown = sorted(set(overrides) - set(PROFILES))
+    if unknown:
+        raise PlanError(f"{where}.profiles: unknown profile(s) {unknown}; allowed: "
+                        f"{', '.join(PROFILES)}")
+    for scope, values in [("", entry.get("params")),
+                          *((f".profiles.{p}", o) for p, o in overrides.items())]:
+        _check_mapping(values or {}, f"{where}{scope or '.params'}")
+        if "seed" in (values or {}):
+            raise PlanError(f"{where}{scope or '.params'}: 'seed' is set by the runner from "
+                            "'seeds'; write seeds: [N] instead")
+        if "seeds" in (values or {}):
+            _check_seeds(values["seeds"], f"{where}{scope}.seeds")
+    if "seeds" in entry:
+        _check_seeds(entry["seeds"], f"{where}.seeds")
 
 
 def _validate_params(notebook: str, params: dict, where: str, declared: dict) -> None:

@@ -34,29 +34,78 @@ def curves(long: pd.DataFrame, hue: str | None = None, height: float = 3.2):
 
 def sweep(summary: pd.DataFrame, x: str, y: str, hue: str | None = None, logx: bool = False,
           diverged: str = "status", ylabel: str | None = None, ax=None):
-    """A metric against a swept parameter (mean and 95% CI over seeds); diverged runs are
-    drawn as red crosses on the x axis, never dropped."""
+    """A metric against a swept parameter (mean and 95% CI over seeds), failed runs marked.
+
+    Runs whose `diverged` column says "diverged" have no metric: red crosses on the x
+    axis. Any other value but "finished" (a chapter's "collapsed", say) marks a run
+    that has a metric but failed: drawn at its value, circled in red, labelled by that
+    value. Nothing is dropped.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.6))
-    ok = summary[summary[diverged] != "diverged"] if diverged in summary else summary
+    status = summary[diverged] if diverged in summary else pd.Series("finished", summary.index)
+    ok = summary[status != "diverged"]
     sns.lineplot(data=ok, x=x, y=y, hue=hue, marker="o", errorbar=("ci", 95), ax=ax,
                  palette="colorblind" if hue else None)
-    if diverged in summary:
-        bad = summary[summary[diverged] == "diverged"]
-        if not bad.empty:
-            ymin = ax.get_ylim()[0]
-            ax.scatter(bad[x], np.full(len(bad), ymin), marker="x", color="crimson", s=80,
-                       zorder=5, label="diverged", clip_on=False)
-            ax.legend()
+    flagged = False
+    for label in sorted(set(status) - {"finished", "diverged"}):
+        runs = summary[status == label]
+        ax.scatter(runs[x], runs[y], marker="o", s=140, facecolors="none",
+                   edgecolors="crimson", linewidths=1.8, zorder=5, label=label)
+        flagged = True
+    bad = summary[status == "diverged"]
+    if not bad.empty:
+        ymin = ax.get_ylim()[0]
+        ax.scatter(bad[x], np.full(len(bad), ymin), marker="x", color="crimson", s=80,
+                   zorder=5, label="diverged", clip_on=False)
+        flagged = True
+    if flagged or hue:
+        ax.legend()
     if logx:
         ax.set_xscale("log")
     ax.set_ylabel(ylabel or y)
     return ax.figure
 
 
+# Readable names for the columns the book's tables show.
+COLUMN_NAMES = {
+    "best_val_acc": "best val acc", "best_epoch": "best epoch", "val_acc": "val acc",
+    "clean_train_acc": "train acc", "train_acc": "train acc", "gap": "gap (points)",
+    "test_best_acc": "test acc (best ckpt)",
+    "test_final_acc": "test acc (last epoch)", "crop_padding": "crop padding",
+    "flip_p": "flip prob.", "weight_decay": "weight decay", "batch_norm": "batch norm",
+    "init_val_loss": "initial loss", "init_val_acc": "initial acc", "ci_low": "95% CI low",
+    "ci_high": "95% CI high", "seconds": "seconds", "min_val_loss_epoch": "min val loss epoch",
+    "diverged_at_epoch": "diverged at epoch", "diverged_at_step": "diverged at step",
+}
+ACCURACY_COLUMNS = ("acc", "gap", "mean", "ci_low", "ci_high")
+
+
+def percent(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """A table for reading: accuracy-like columns (names ending in acc, gap, mean or ci_*)
+    as percentages, every known column under its readable name."""
+    out = table.copy()
+    for col in out.columns:
+        if str(col).endswith(ACCURACY_COLUMNS) and pd.api.types.is_numeric_dtype(out[col]):
+            out[col] = (100 * out[col]).round(digits)
+    return out.rename(columns=COLUMN_NAMES)
+
+
 def pct(x: float, digits: int = 1) -> str:
     """0.6423 -> '64.2%' (for inline numbers in prose)."""
     return f"{100 * float(x):.{digits}f}%"
+
+
+def pts(x: float, digits: int = 1) -> str:
+    """0.036 -> '3.6 points': a difference of two accuracies, in percentage points."""
+    value = 100 * float(x)
+    unit = "point" if round(abs(value), digits) == 1 else "points"
+    return f"{value:.{digits}f} {unit}"
+
+
+def count(n: int, noun: str) -> str:
+    """count(1, "seed") -> '1 seed', count(3, "seed") -> '3 seeds'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def num(x: float, digits: int = 3) -> str:

@@ -76,7 +76,17 @@ def epochs_frame(result: dict) -> pd.DataFrame:
 
 
 def _long_metrics(df: pd.DataFrame) -> pd.DataFrame:
-    """train_loss/val_loss/... columns -> rows with split (train/val) and metric (loss/acc)."""
+    """Per-epoch columns -> rows with split (train/val) and metric (loss/acc).
+
+    "train" is the clean training measurement (eval mode, no augmentation, like
+    validation) when the run has it: the running train_loss/train_acc average
+    augmented batches while the weights move, so against validation they would
+    show a gap (or its absence) that is partly an artefact of how they are measured.
+    """
+    df = df.copy()
+    if {"clean_train_loss", "clean_train_acc"} <= set(df.columns):
+        df = df.drop(columns=["train_loss", "train_acc"], errors="ignore").rename(
+            columns={"clean_train_loss": "train_loss", "clean_train_acc": "train_acc"})
     value_cols = [c for c in ("train_loss", "train_acc", "val_loss", "val_acc") if c in df]
     ids = [c for c in df.columns if c not in value_cols]
     long = df.melt(id_vars=ids, value_vars=value_cols, var_name="series", value_name="value")
@@ -143,8 +153,10 @@ def runs(experiment: str | None = None, question: str | None = None,
         row = {"key": rec["key"], "experiment": experiment or rec["experiments"][0],
                "status": status.get("status", "missing"), **rec["params"]}
         row.update({k: status.get(k) for k in STATUS_COLUMNS})
+        # status.json is the runner's verdict on the whole notebook; the summary's own
+        # status is written before the later cells ran, so it must not override it.
         row.update(_flatten({k: v for k, v in summary.items()
-                             if k not in ("device", "seconds", "config")}))
+                             if k not in ("status", "device", "seconds", "config")}))
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not include_missing:
@@ -153,9 +165,10 @@ def runs(experiment: str | None = None, question: str | None = None,
             what = experiment or question
             profile = profile or current_profile()
             counts = ", ".join(f"{n} {s}" for s, n in absent["status"].value_counts().items())
+            where = "" if results is None else f" --results {results}"
             raise ResultsMissing(
                 f"{len(absent)} of the {len(frame)} runs of {what!r} (profile {profile}) are not "
-                f"finished ({counts}): run `dlbook run --profile {profile} --only {what}` "
+                f"finished ({counts}): run `dlbook run --profile {profile} --only {what}{where}` "
                 f"(`dlbook status` lists them; a failed run's error is in its status.json)")
     return frame
 
@@ -237,6 +250,22 @@ def mean_ci(df: pd.DataFrame, by: str | list[str], value: str, level: float = 0.
         return pd.Series({"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n})
 
     return df.groupby(by)[value].apply(one).unstack().reset_index()
+
+
+def data_note(official: pd.Series) -> str:
+    """One sentence, for chapters that compare with published figures, on which CIFAR-10
+    files the runs read (their `data_official` values: True, False or None, unrecorded)."""
+    values = set(official.map(lambda v: None if pd.isna(v) else bool(v)))
+    if values == {True}:
+        return "The runs read the official CIFAR-10 files (md5 sums checked)."
+    if values == {False}:
+        return ("The runs read a copy of CIFAR-10 whose files differ from the official ones "
+                "(their md5 sums do not match; a re-encoded copy, for instance). The published "
+                "figures were measured on the official pixels, so part of any gap to them can "
+                "come from the data rather than the recipe.")
+    if None in values:
+        return "Not every run recorded whether it read the official CIFAR-10 files."
+    return "Some runs read the official CIFAR-10 files and some another copy."
 
 
 def load_weights(key: str, results=None) -> dict:

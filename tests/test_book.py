@@ -456,3 +456,59 @@ def test_prose_numbers_are_plain(x, text):
     from analysis.plots import num
 
     assert num(x) == text
+
+
+@pytest.mark.parametrize("x, text", [
+    (0.036, "3.6 points"), (0.01, "1.0 point"), (-0.012, "-1.2 points"), (0.0004, "0.0 points"),
+])
+def test_accuracy_differences_read_as_points(x, text):
+    from analysis.plots import pts
+
+    assert pts(x) == text
+
+
+def test_sweep_marks_failed_runs_instead_of_dropping_them():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from analysis import plots
+
+    runs = pd.DataFrame({"lr": [0.01, 0.1, 1.0, 3.0], "acc": [0.5, 0.6, 0.1, float("nan")],
+                         "status": ["finished", "finished", "collapsed", "diverged"]})
+    fig = plots.sweep(runs, x="lr", y="acc", logx=True)
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "collapsed" in labels and "diverged" in labels
+    marked = {c.get_label(): c.get_offsets().data.tolist() for c in ax.collections}
+    assert marked["collapsed"] == [[1.0, 0.1]]  # at its accuracy
+    assert marked["diverged"][0][0] == 3.0  # on the axis: it has no accuracy
+    plt.close(fig)
+
+
+def test_counts_agree_with_their_number():
+    from analysis.plots import count
+
+    assert [count(1, "seed"), count(3, "seed"), count(0, "run")] == ["1 seed", "3 seeds", "0 runs"]
+
+
+def test_tables_for_reading_show_accuracies_in_percent_under_readable_names():
+    import pandas as pd
+
+    from analysis.plots import percent
+
+    table = percent(pd.DataFrame({"lr": [0.1], "best_val_acc": [0.6234], "gap": [0.0123],
+                                  "seed": [0]}))
+    assert table.to_dict("records") == [{"lr": 0.1, "best val acc": 62.3, "gap (points)": 1.2,
+                                         "seed": 0}]
+
+
+@pytest.mark.parametrize("flags, start", [
+    ([True, True], "The runs read the official"), ([False], "The runs read a copy"),
+    ([True, None], "Not every run recorded"), ([True, False], "Some runs read"),
+])
+def test_data_note_names_which_files_the_runs_read(flags, start):
+    import pandas as pd
+
+    from analysis import results
+
+    assert results.data_note(pd.Series(flags, dtype=object)).startswith(start)

@@ -58,6 +58,11 @@ def test_results_api_returns_tidy_frames(smoke):
     assert {"epoch", "train_loss", "val_acc", "seed", "key"} <= set(metrics)
     long = results.table("metrics", experiment="lenet-baseline", long=True)
     assert set(long["split"]) == {"train", "val"} and set(long["metric"]) == {"loss", "acc"}
+    # Curves compare like with like: "train" is the clean measurement, not the running one.
+    train_acc = long.query("split == 'train' and metric == 'acc'").sort_values(["key", "epoch"])
+    wide = metrics.sort_values(["key", "epoch"])
+    assert train_acc["value"].tolist() == wide["clean_train_acc"].tolist()
+    assert train_acc["value"].tolist() != wide["train_acc"].tolist()
     with pytest.raises(results.ResultsMissing, match="no run"):
         results.runs(experiment="no-such-experiment")
 
@@ -93,6 +98,22 @@ def test_partial_results_are_refused_with_the_command_that_completes_them(smoke,
         results.runs(experiment="lenet-init", results=copy)
     shown = results.runs(experiment="lenet-init", results=copy, include_missing=True)
     assert (shown["status"] == "missing").sum() == 1
+
+
+def test_a_run_whose_notebook_failed_after_its_summary_is_refused(smoke, tmp_path):
+    # train.ipynb writes summary.json (status "finished") before its plotting cells; if one
+    # of those fails, the runner marks the run failed, and that verdict must win.
+    _, out = smoke
+    copy = tmp_path / "results"
+    shutil.copytree(out, copy)
+    key = results.runs(experiment="lenet-baseline", results=copy)["key"].iloc[0]
+    status_file = copy / "runs" / key / "status.json"
+    status = json.loads(status_file.read_text())
+    assert json.loads((copy / "runs" / key / "summary.json").read_text())["status"] == "finished"
+    status_file.write_text(json.dumps({**status, "status": "failed", "error": "plot cell"}))
+    with pytest.raises(results.ResultsMissing,
+                       match=rf"1 failed.*--only lenet-baseline --results {copy}"):
+        results.runs(experiment="lenet-baseline", results=copy)
 
 
 def test_train_notebook_declares_every_training_option():

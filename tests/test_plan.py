@@ -93,6 +93,18 @@ def _write(tmp_path, p):
     (lambda p: p["experiments"]["lenet-init-schemes"].update(grid={"init": "kaiming_normal"}),
      r"experiments\.lenet-init-schemes\.grid\.init: expected a non-empty list"),
     (lambda p: p["profiles"].pop("cpu"), r"plan\.profiles: must define exactly"),
+    (lambda p: p["experiments"]["lenet-baseline"].update(profiles={"smok": {"epochs": 1}}),
+     r"experiments\.lenet-baseline\.profiles: unknown profile\(s\) \['smok'\]"),
+    (lambda p: p["protocols"]["lab1"]["profiles"].update(gpu={"epochs": 1}),
+     r"protocols\.lab1\.profiles: unknown profile\(s\) \['gpu'\]"),
+    (lambda p: p["experiments"]["lenet-baseline"].update(questions="lab1-g"),
+     r"experiments\.lenet-baseline\.questions: .*got 'lab1-g'"),
+    (lambda p: p["experiments"]["lenet-baseline"].update(seeds=[]),
+     r"experiments\.lenet-baseline\.seeds: expected a non-empty list"),
+    (lambda p: p["experiments"]["lenet-baseline"].update(params={"seed": 3}),
+     r"experiments\.lenet-baseline\.params: 'seed' is set by the runner"),
+    (lambda p: p["profiles"]["cpu"].pop("seeds"), r"profiles\.cpu\.seeds: expected"),
+    (lambda p: p.update(experiments=None), r"experiments: expected a mapping"),
 ])
 def test_invalid_entries_name_entry_and_key(tmp_path, real_plan, mutate, message):
     p = copy.deepcopy(real_plan)
@@ -137,3 +149,20 @@ def test_key_follows_training_code_not_presentation_code(tmp_path, monkeypatch):
     assert plan.run_key(nb, params, "d") == key
     (package / "train.py").write_text((package / "train.py").read_text() + "\n# changed\n")
     assert plan.run_key(nb, params, "d") != key
+
+
+@pytest.mark.parametrize("code, modules", [
+    ("from analysis import train as T", {"train"}),
+    ("from analysis import (\n    data,\n    train,\n)", {"data", "train"}),
+    ("from analysis.flops import count_macs", {"flops"}),
+    ("import analysis.models as m", {"models"}),
+    ("from .data import load_cifar10", {"data"}),
+    ("%matplotlib inline\nfrom analysis import data", {"data"}),
+    ("import numpy\nfrom analysisx import train", set()),
+])
+def test_every_import_spelling_reaches_the_key(code, modules):
+    assert plan._imported_modules(code) == modules
+
+
+def test_a_bare_package_import_counts_every_module():
+    assert {"train", "data", "models", "flops"} <= plan._imported_modules("import analysis")

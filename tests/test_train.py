@@ -178,3 +178,14 @@ def test_other_options_train(fake_data, config):
     r = run(fake_data, epochs=2, **config)
     assert r["status"] == "finished" and len(r["epochs"]) == 2
     assert all(math.isfinite(e["train_loss"]) for e in r["epochs"])
+
+
+@pytest.mark.parametrize("model, epochs", [("lenet5", 60), ("resnet20", 60)])
+def test_a_tiny_batch_can_be_overfit(fake_data, model, epochs):
+    # The classic pipeline check (Lab 1): 20 images, one batch per epoch, no regularisation;
+    # a model, loss or optimizer bug shows up as a loss that will not go to zero.
+    r = run(fake_data, model=model, subset=20, batch_size=20, epochs=epochs, lr=0.05,
+            weight_decay=0.0)
+    last = r["epochs"][-1]
+    assert r["sizes"]["train"] == 20
+    assert last["clean_train_acc"] == 1.0 and last["clean_train_loss"] < 0.05
