@@ -41,7 +41,7 @@ from urllib.parse import unquote
 
 import yaml
 
-from analysis.paths import PROFILE_ENV, PROJECT_ROOT, RESULTS_ENV
+from analysis.paths import DATA_ENV, PROFILE_ENV, PROJECT_ROOT, RESULTS_ENV
 
 # The question ids of docs/QUESTIONS.md, in the order the course asks them.
 QUESTION_IDS = (
@@ -855,12 +855,15 @@ def chapter_notebook(chapter: Chapter, defaults: dict | None = None):
     return nb, origins
 
 
-def kernel_env(results_dir=None, profile: str | None = None) -> dict[str, str]:
-    """The kernel's environment: ours, with DLBOOK_RESULTS (absolute) and
-    DLBOOK_PROFILE set when given."""
+def kernel_env(results_dir=None, profile: str | None = None, data_dir=None) -> dict[str, str]:
+    """The kernel's environment: ours, with DLBOOK_RESULTS, DLBOOK_DATA and
+    DLBOOK_PROFILE set when given. Folders are made absolute, since kernels run in
+    the project root, not where the user typed the command."""
     env = dict(os.environ)
-    if results_dir is not None:
-        env[RESULTS_ENV] = str(Path(results_dir).expanduser().resolve())
+    for name, given in ((RESULTS_ENV, results_dir), (DATA_ENV, data_dir)):
+        folder = given if given is not None else env.get(name)
+        if folder:
+            env[name] = str(Path(folder).expanduser().resolve())
     if profile:
         env[PROFILE_ENV] = profile
     return env
@@ -1006,10 +1009,10 @@ def _exception_line(error) -> str:
 
 
 def run_book(book: Book, *, results_dir=None, profile: str | None = None, timeout: int = 600,
-             progress: Callable[[str], None] | None = None) -> list[Problem]:
+             progress: Callable[[str], None] | None = None, data_dir=None) -> list[Problem]:
     """Run every listed .qmd chapter, the home page too, one fresh kernel each,
     in the folder `execute-dir` names (the project root for `project`)."""
-    env = kernel_env(results_dir, profile)
+    env = kernel_env(results_dir, profile, data_dir)
     project_dir = (book.config.get("project") or {}).get("execute-dir") == "project"
     problems = []
     for chapter in book.chapters:
@@ -1027,7 +1030,7 @@ def run_book(book: Book, *, results_dir=None, profile: str | None = None, timeou
 
 def check(root: Path, *, execute: bool = True, results_dir=None, profile: str | None = None,
           timeout: int = 600, complete: bool = False,
-          progress: Callable[[str], None] | None = None) -> list[Problem]:
+          progress: Callable[[str], None] | None = None, data_dir=None) -> list[Problem]:
     """Every problem of the book at `root`: the static checks, then (with
     `execute`) each chapter's code run against the results in `results_dir`
     (default: $DLBOOK_RESULTS or ./results) for `profile`. `timeout` bounds
@@ -1044,7 +1047,7 @@ def check(root: Path, *, execute: bool = True, results_dir=None, profile: str | 
     problems += check_answers(book, complete=complete)
     if execute:
         problems += run_book(book, results_dir=results_dir, profile=profile, timeout=timeout,
-                             progress=progress)
+                             progress=progress, data_dir=data_dir)
     return problems
 
 
@@ -1078,10 +1081,10 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def cli(args) -> int:
-    """`dlbook check [--no-execute] [--results DIR] [--profile P]`."""
+    """`dlbook check [--no-execute] [--results DIR] [--profile P] [--data-dir DIR]`."""
     root = find_root()
     problems = check(root, execute=not args.no_execute, results_dir=args.results,
-                     profile=args.profile,
+                     profile=args.profile, data_dir=args.data_dir,
                      progress=lambda message: print(message, file=sys.stderr, flush=True))
     for problem in problems:
         print(problem)

@@ -8,6 +8,18 @@ from analysis.paths import JOBS_ENV
 PROFILES = ("smoke", "cpu", "full", "auto")
 
 
+def _jobs(text: str) -> int:
+    """--jobs (its default comes from $DLBOOK_JOBS): a whole number >= 1."""
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number (set by --jobs or ${JOBS_ENV})") from None
+    if jobs < 1:
+        raise argparse.ArgumentTypeError(f"{jobs} must be at least 1 (--jobs or ${JOBS_ENV})")
+    return jobs
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dlbook",
@@ -35,9 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--results", metavar="DIR", default=None,
                         help="results folder (default: $DLBOOK_RESULTS or ./results)")
 
-    sp = sub.add_parser("run", help="execute the runs the plan needs (cached runs are skipped)")
+    sp = sub.add_parser(
+        "run", help="execute the runs the plan needs (cached runs are skipped)",
+        description="Expand experiments/plan.yaml for a profile and execute every run that is "
+        "not cached yet with papermill; each finished run lands in RESULTS/runs/<key>/. "
+        "Interrupted? Run the same command again: finished runs are kept.")
     common(sp)
-    sp.add_argument("--jobs", "-j", type=int, default=os.environ.get(JOBS_ENV, "1"),
+    sp.add_argument("--jobs", "-j", type=_jobs, default=os.environ.get(JOBS_ENV, "1"),
                     help=f"runs executed at once (default ${JOBS_ENV} or 1; several LeNet runs "
                     "share one GPU well)")
     sp.add_argument("--force", action="store_true", help="re-execute runs even if finished")
@@ -49,11 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "--seeds 0 when GPU time is short; the rest can follow later)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    sp = sub.add_parser("status", help="list what the plan needs and what exists")
+    sp = sub.add_parser(
+        "status", help="list what the plan needs and what exists",
+        description="One line per planned run: cached, missing or failed, and whether an "
+        "older result of the same parameters exists (stale: code, notebook or data changed). "
+        "Changes nothing.")
     common(sp)
 
-    sp = sub.add_parser("check", help="verify the book without Quarto: chapters, labels, "
-                        "cross-references, answers, and that every chapter's code runs")
+    sp = sub.add_parser(
+        "check", help="verify the book without Quarto: chapters, labels, "
+        "cross-references, answers, and that every chapter's code runs",
+        description="Verify the book without Quarto: every chapter in _quarto.yml exists, "
+        "labels are unique, every @reference resolves, book/answers.yml is complete and "
+        "points at real evidence, and every chapter's code runs against the results.")
     sp.add_argument("--no-execute", action="store_true",
                     help="static checks only (do not run chapter code)")
     sp.add_argument("--results", metavar="DIR", default=None,
@@ -62,15 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--profile", choices=PROFILES, default=None,
                     help="profile whose results the chapters read "
                     "(default: $DLBOOK_PROFILE or auto)")
+    sp.add_argument("--data-dir", metavar="DIR", default=None,
+                    help="folder holding cifar-10-batches-py/, which Lab 1 reads "
+                    "(default: $DLBOOK_DATA or ./data)")
 
-    sp = sub.add_parser("flops", help="parameters and multiply-accumulates of a model (fvcore)")
+    sp = sub.add_parser(
+        "flops", help="parameters and multiply-accumulates of a model (fvcore)",
+        description="Parameters and multiply-accumulates (fvcore) of one image through a "
+        "model, grouped as --by says, with the operators fvcore counts as zero.")
     sp.add_argument("model", help="lenet5, resnet20, plain20, resnet20_separable, "
                     "squeezenet1_0 or alexnet")
     sp.add_argument("--input", metavar="CxHxW", default=None,
                     help="input shape without batch (default: 3x32x32, or 3x224x224 for "
                     "squeezenet1_0/alexnet)")
-    sp.add_argument("--by", choices=("module", "stage"), default="stage",
-                    help="one row per leaf module or per top-level stage (default stage)")
+    sp.add_argument("--by", choices=("module", "layer", "block", "stage"), default="stage",
+                    help="one row per leaf module, per weight layer (conv1, fire2, ...), per "
+                    "block, or per stage: the modules computed at one spatial resolution, "
+                    "between two downsampling steps (default stage)")
     return p
 
 
@@ -87,7 +119,18 @@ def main(argv=None) -> int:
     if args.command == "flops":
         from analysis import flops
 
-        return flops.cli(args)
+        try:
+            return flops.cli(args)
+        except ValueError as e:  # an unknown model or a malformed --input
+            print(f"dlbook flops: {e}", file=sys.stderr)
+            return 2
+        except RuntimeError as e:  # torch refused the input shape
+            shape = args.input or "its default input"
+            print(f"dlbook flops: {args.model} cannot take an input of {shape}: "
+                  f"{str(e).splitlines()[0]}\nGive --input CxHxW with 3 channels and a size "
+                  "the model supports (3x32x32 for the CIFAR models, 3x224x224 for "
+                  "squeezenet1_0 and alexnet).", file=sys.stderr)
+            return 2
     return 2
 
 

@@ -187,17 +187,21 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def table(name: str, experiment: str | None = None, question: str | None = None,
           profile: str | None = None, results=None, long: bool = False) -> pd.DataFrame:
     """A table every matching finished run wrote (e.g. "metrics"), concatenated, with the
-    run's key, status and parameters as leading columns. `long=True` melts train/val metrics."""
+    run's key, status, experiment and plan parameters as leading columns. Where the table
+    has a column of a parameter's name, the table's own values stay: a metrics table's `lr`
+    is the rate each epoch used, which a schedule moves away from the configured one.
+    `long=True` melts train/val metrics."""
     done = runs(experiment, question, profile, results)
+    params = sorted({p for rec in _matching(experiment, question, profile, results)
+                     for p in rec["params"]})
+    lead = ["key", "status", "experiment"] + params
     frames = []
-    param_cols = [c for c in done.columns if c not in STATUS_COLUMNS
-                  and not c.startswith(("test_", "init_", "best_", "diverged_", "num_", "sizes_"))]
     for _, row in done.iterrows():
         path = run_dir(row["key"], results) / f"{name}.csv"
         if not path.exists():
             continue
         df = pd.read_csv(path)
-        for col in reversed(param_cols):
+        for col in reversed(lead):
             if col not in df:  # a list-valued parameter must be repeated, not broadcast
                 df.insert(0, col, [row[col]] * len(df))
         frames.append(df)

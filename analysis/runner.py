@@ -6,7 +6,9 @@ Guarantees:
   mistaken for a finished one; a killed runner leaves only a `.tmp-` folder,
   swept on the next start.
 - A lock per key (flock, released by the OS if the process dies) stops two
-  processes from running the same run.
+  processes from running the same run: the second waits, then finds it cached.
+- Ctrl-C stops the batch: queued runs are cancelled and running ones killed (their
+  kernels exit with them); finished runs are kept and a rerun resumes.
 - A failed run records its traceback under its key and the batch goes on;
   finished and diverged runs are cached, failed ones are retried next time.
 """
@@ -35,10 +37,14 @@ from analysis.results import DONE, read_json, write
 LIBRARIES = ("torch", "torchvision", "numpy", "pandas", "papermill", "fvcore")
 
 
+class SchedulerUnreachable(RuntimeError):
+    """--dask named a scheduler that cannot be reached."""
+
+
 @dataclass
 class Outcome:
     key: str
-    status: str  # finished | diverged | failed | cached | locked
+    status: str  # finished | diverged | failed | cached
     seconds: float = 0.0
     error: str | None = None
     experiments: tuple = ()
@@ -47,10 +53,11 @@ class Outcome:
 # ---------------------------------------------------------------- data identity
 
 def data_fingerprint(data_root: Path) -> str:
-    """Cheap identity of the dataset files: names, sizes and a hash of each file's head.
+    """Identity of the dataset files: a hash of every file's name and full contents.
 
     Part of every run key, so results from generated smoke data are never reused for
-    the real CIFAR-10 (or another copy of it) and vice versa.
+    the real CIFAR-10, for another copy of it, or for a copy edited in place. (Reading
+    the 180 MB takes about half a second; a partial hash would miss edited labels.)
     """
     folder = Path(data_root) / FOLDER
     if not folder.is_dir():
@@ -58,9 +65,19 @@ def data_fingerprint(data_root: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.iterdir()):
         if f.is_file() and not f.name.startswith("."):
-            with open(f, "rb") as fh:
-                h.update(f"{f.name}:{f.stat().st_size}:".encode() + fh.read(1 << 16))
+            st = f.stat()
+            digest = _file_hash(f.resolve(), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            h.update(f"{f.name}:{digest}".encode())
     return h.hexdigest()[:16]
+
+
+@functools.cache  # once per process and version of the file (size and times)
+def _file_hash(path: Path, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def data_identity(data_root: Path) -> dict:
@@ -86,11 +103,18 @@ def _is_official(data_root: Path, fingerprint: str) -> bool:
     return True
 
 
-def ensure_data(data_root: Path) -> None:
-    """Find (or download) CIFAR-10 before any run starts, so a missing dataset fails fast."""
+def ensure_data(data_root: Path, explicit: bool, download: bool = True) -> None:
+    """Find (or download) CIFAR-10 before any run starts, so a missing dataset fails fast.
+
+    A folder the user named (flag or environment) must exist: a typo should not start a
+    170 MB download into a new folder."""
     from analysis import data
 
-    data.load_cifar10(data_root)
+    if explicit and not data_root.exists():
+        raise FileNotFoundError(
+            f"data folder {data_root} does not exist. Point --data-dir or {paths.DATA_ENV} at "
+            f"the folder holding {FOLDER}/, or create the folder to download CIFAR-10 into it.")
+    data.load_cifar10(data_root, download=download)
 
 
 # ---------------------------------------------------------------- one run
@@ -129,16 +153,19 @@ def _device(used: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def _lock(results: Path, key: str):
-    """Yield True if this process holds the run's lock, False if another one does."""
+def _lock(results: Path, key: str, wait: bool = False):
+    """Yield True once this process holds the run's lock; False if another process holds
+    it and `wait` is False (with `wait`, block until that process lets go)."""
     lock_dir = results / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with open(lock_dir / f"{key}.lock", "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            yield False
-            return
+            if not wait:
+                yield False
+                return
+            fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield True
         finally:
@@ -157,9 +184,9 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
     results, key = Path(results), run["key"]
     final = results / "runs" / key
     experiments = tuple(run["experiments"])
-    with _lock(results, key) as mine:
-        if not mine:
-            return Outcome(key, "locked", experiments=experiments)
+    # Another runner on the same results may hold this run: wait for it, then the run is
+    # usually cached (or failed there, and is retried here).
+    with _lock(results, key, wait=True):
         if is_done(results, key) and not force:
             return Outcome(key, "cached", experiments=experiments)
         tmp = results / "runs" / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
@@ -239,17 +266,24 @@ def write_index(results: Path, profile: str, runs: list) -> None:
     tmp.replace(index / f"{profile}.json")
 
 
-def prepare(profile: str | None, data_dir=None, results_dir=None, only=None, seeds=None):
+def prepare(profile: str | None, data_dir=None, results_dir=None, only=None, seeds=None,
+            download: bool = True):
     """Validate everything a batch needs before any compute: plan, profile, data."""
     the_plan = plan.load()
     profile = plan.resolve_profile(profile)
     wanted = set(plan.select(the_plan, only))  # an unknown --only fails before the data check
     data_root = paths.data_dir(data_dir)
     results = paths.results_dir(results_dir)
-    ensure_data(data_root)
+    ensure_data(data_root, explicit=bool(data_dir or os.environ.get(paths.DATA_ENV)),
+                download=download)
     all_runs = plan.expand(the_plan, profile, data_fingerprint(data_root))
     selected = [r for r in all_runs if wanted & set(r.experiments)]
     if seeds is not None:
+        planned = sorted({r.params.get("seed") for r in selected})
+        unknown = sorted(set(seeds) - set(planned))
+        if unknown:
+            raise ValueError(f"--seeds {' '.join(map(str, unknown))}: not among the seeds the "
+                             f"{profile} profile plans for these runs ({planned})")
         selected = [r for r in selected if r.params.get("seed") in seeds]
     return profile, data_root, results, all_runs, selected
 
@@ -263,34 +297,40 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
     results.mkdir(parents=True, exist_ok=True)
     sweep_stale(results)
     todo = [r.record() for r in runs]
-    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not progress)
+    # A bar on a terminal; in a log (quarto's pre-render, CI) one line per run instead.
+    live = progress and sys.stderr.isatty()
+    bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not live)
     outcomes = []
 
     def done(outcome: Outcome):
         outcomes.append(outcome)
+        what = f"{','.join(outcome.experiments)} {outcome.status}"
         bar.update(1)
-        bar.set_postfix_str(f"last: {outcome.experiments[0] if outcome.experiments else ''} "
-                            f"{outcome.status}")
+        bar.set_postfix_str(f"last: {what}", refresh=False)
+        if progress and not live and outcome.status != "cached":
+            print(f"[{len(outcomes)}/{len(todo)}] {what} ({outcome.seconds:.0f} s)",
+                  file=sys.stderr, flush=True)
 
     if dask_address:
         from dask.distributed import Client, as_completed
 
-        with Client(dask_address) as client:
+        try:
+            client = Client(dask_address, timeout="10s")
+        except (OSError, ValueError, TimeoutError) as e:
+            raise SchedulerUnreachable(
+                f"cannot reach a Dask scheduler at {dask_address!r} ({e}); give its address "
+                "as tcp://HOST:PORT (`dask scheduler` prints it), or drop --dask to run "
+                "here") from None
+        with client:
             futures = [client.submit(execute, r, results, data_root, force, experiments_dir,
                                      pure=False)
                        for r in todo]
             for fut in as_completed(futures):
                 done(fut.result())
     elif jobs > 1:
-        from concurrent.futures import ThreadPoolExecutor, as_completed
-
-        # Kernels inherit the environment: share the cores instead of oversubscribing them.
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-        with ThreadPoolExecutor(jobs) as pool:
-            futures = [pool.submit(execute, r, results, data_root, force, experiments_dir)
-                       for r in todo]
-            for fut in as_completed(futures):
-                done(fut.result())
+        # Kernels share the cores instead of oversubscribing them.
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        _in_processes(todo, jobs, done, (results, data_root, force, experiments_dir, threads))
     else:
         for r in todo:
             done(execute(r, results, data_root, force, experiments_dir))
@@ -298,14 +338,60 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
     return outcomes
 
 
+def _in_processes(todo: list[dict], jobs: int, done, args: tuple) -> None:
+    """Execute runs in up to `jobs` child processes, reporting each Outcome to `done`.
+
+    Processes, not threads, so that Ctrl-C can stop runs in flight: the children ignore
+    SIGINT, and on any interruption the parent kills them (their kernels notice their
+    parent is gone and exit); a killed run leaves only its `.tmp-` folder, swept next time.
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("fork")  # no re-import of the caller's __main__
+    pending, running = list(todo), {}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                run = pending.pop(0)
+                reader, writer = ctx.Pipe(duplex=False)
+                process = ctx.Process(target=_child, args=(writer, run, *args), daemon=True)
+                process.start()
+                writer.close()
+                running[reader] = (process, run)
+            for reader in wait(list(running)):
+                process, run = running.pop(reader)
+                try:
+                    outcome = reader.recv()
+                except EOFError:  # killed, or out of memory: only this run fails
+                    process.join()
+                    outcome = Outcome(run["key"], "failed",
+                                      error=f"runner process died (exit code {process.exitcode})",
+                                      experiments=tuple(run["experiments"]))
+                process.join()
+                done(outcome)
+    finally:
+        for process, _ in running.values():
+            process.terminate()
+        for process, _ in running.values():
+            process.join(timeout=10)
+
+
+def _child(writer, run, results, data_root, force, experiments_dir, threads) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    writer.send(execute(run, results, data_root, force, experiments_dir))
+
+
 def summarize(outcomes: list[Outcome], wall: float, results: Path) -> str:
     counts = {s: sum(o.status == s for o in outcomes)
-              for s in ("finished", "cached", "diverged", "failed", "locked")}
+              for s in ("finished", "cached", "diverged", "failed")}
     ran = counts["finished"] + counts["diverged"] + counts["failed"]
     lines = [f"{len(outcomes)} runs: {ran} executed ({counts['finished']} finished, "
              f"{counts['diverged']} diverged, {counts['failed']} failed), "
-             f"{counts['cached']} cached, {counts['locked']} running elsewhere; "
-             f"wall time {wall:.1f} s"]
+             f"{counts['cached']} cached; wall time {wall:.1f} s"]
     for o in outcomes:
         if o.status == "failed":
             lines.append(f"  FAILED {o.key} ({', '.join(o.experiments)}): {o.error}\n"
@@ -338,28 +424,49 @@ def status_rows(results: Path, runs: list) -> list[dict]:
 
 
 def cli(args) -> int:
+    name = f"dlbook {args.command}"
     try:
         profile, data_root, results, all_runs, selected = prepare(
-            args.profile, args.data_dir, args.results, args.only, getattr(args, "seeds", None))
+            args.profile, args.data_dir, args.results, args.only, getattr(args, "seeds", None),
+            download=args.command == "run")
     except (plan.PlanError, FileNotFoundError, ValueError) as e:
-        print(f"dlbook {args.command}: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         return 2
-    write_index(results, profile, all_runs)
     if args.command == "status":
-        rows = status_rows(results, selected)
-        print(f"profile {profile}: {len(rows)} runs planned, results in {results}")
-        print(f"{'experiments':40s} {'key':16s} {'state':8s} {'result':9s} stale")
-        for row in sorted(rows, key=lambda r: r["experiments"]):
-            print(f"{row['experiments'][:40]:40s} {row['key']} {row['state']:8s} "
-                  f"{row['result']:9s} {row['stale'] or ''}")
-        states = [r["state"] for r in rows]
-        print(f"cached {states.count('cached')}, missing {states.count('missing')}, "
-              f"failed {states.count('failed')}, stale {sum(r['stale'] > 0 for r in rows)}")
+        print_status(status_rows(results, selected), profile, results)
         return 0
     print(f"dlbook run: profile {profile}, {len(selected)} runs, data {data_root}, "
           f"results {results}", file=sys.stderr)
+    if args.dask and args.jobs > 1:
+        print(f"{name}: --jobs is ignored with --dask: the cluster's workers set how many "
+              "runs execute at once", file=sys.stderr)
     start = time.time()
-    outcomes = run_batch(selected, results, data_root, jobs=args.jobs, force=args.force,
-                         dask_address=args.dask, progress=not args.quiet)
+    try:
+        write_index(results, profile, all_runs)
+        outcomes = run_batch(selected, results, data_root, jobs=args.jobs, force=args.force,
+                             dask_address=args.dask, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted; finished runs are kept, and running the same command "
+              "again resumes with the rest", file=sys.stderr)
+        return 130
+    except SchedulerUnreachable as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{name}: cannot write the results folder {results}: {e}\n"
+              f"Choose a writable folder with --results DIR or {paths.RESULTS_ENV}=DIR.",
+              file=sys.stderr)
+        return 2
     print(summarize(outcomes, time.time() - start, results))
-    return 1 if any(o.status in ("failed", "locked") for o in outcomes) else 0
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def print_status(rows: list[dict], profile: str, results: Path) -> None:
+    print(f"profile {profile}: {len(rows)} runs planned, results in {results}")
+    print(f"{'experiments':40s} {'key':16s} {'state':8s} {'result':9s} stale")
+    for row in sorted(rows, key=lambda r: r["experiments"]):
+        print(f"{row['experiments'][:40]:40s} {row['key']} {row['state']:8s} "
+              f"{row['result']:9s} {row['stale'] or ''}")
+    states = [r["state"] for r in rows]
+    print(f"cached {states.count('cached')}, missing {states.count('missing')}, "
+          f"failed {states.count('failed')}, stale {sum(r['stale'] > 0 for r in rows)}")

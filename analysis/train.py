@@ -188,6 +188,14 @@ def select_device(name: str) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
+def _memory(device: torch.device) -> dict | None:
+    """The accelerator's memory and this run's peak use of it, in bytes (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    return {"total": torch.cuda.get_device_properties(device).total_memory,
+            "peak_allocated": torch.cuda.max_memory_allocated(device)}
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
@@ -333,11 +341,14 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
     best_val_acc (None without a completed epoch), test {final, best} each
     {loss, acc} (None values when there are no such weights: final of a
     diverged run, best of a run without completed epochs), sizes of the
-    splits used, device, seconds, num_params, and model (the final weights on
-    the CPU, only with keep_weights).
+    splits used, device, device_memory (None on the CPU, else {total,
+    peak_allocated} in bytes), seconds, num_params, and model (the final weights
+    on the CPU, only with keep_weights).
     """
     cfg = validate_config(config)
     device = select_device(cfg["device"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     if data is None:
         data = load_cifar10(data_dir, val_size=cfg["val_size"])
@@ -389,6 +400,7 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
         "test": {"final": final, "best": best_test},
         "sizes": {"train": len(data.train_y), "val": len(data.val_y), "test": len(data.test_y)},
         "device": describe_device(device),
+        "device_memory": _memory(device),
         "num_params": count_params(model),
         "model": None,
     }

@@ -357,7 +357,7 @@ def test_answer_records_are_checked_against_questions_plan_and_sections(tmp_path
 
 
 def test_cli_prints_summary_or_problems(tmp_path, monkeypatch, capsys):
-    args = argparse.Namespace(no_execute=True, results=None, profile=None)
+    args = argparse.Namespace(no_execute=True, results=None, profile=None, data_dir=None)
     monkeypatch.chdir(write_book(tmp_path / "ok"))
     assert book.cli(args) == 0
     assert "book OK: 2 chapters, 8 labels, 9 references, 2 answers" in capsys.readouterr().out
@@ -512,3 +512,14 @@ def test_data_note_names_which_files_the_runs_read(flags, start):
     from analysis import results
 
     assert results.data_note(pd.Series(flags, dtype=object)).startswith(start)
+
+
+def test_kernels_get_absolute_folders_whatever_the_user_typed(tmp_path, monkeypatch):
+    from analysis import book
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DLBOOK_DATA", "relative/data")
+    env = book.kernel_env(results_dir="res", profile="cpu")
+    assert env["DLBOOK_DATA"] == str(tmp_path / "relative" / "data")
+    assert env["DLBOOK_RESULTS"] == str(tmp_path / "res") and env["DLBOOK_PROFILE"] == "cpu"
+    assert book.kernel_env(data_dir="d")["DLBOOK_DATA"] == str(tmp_path / "d")

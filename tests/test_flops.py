@@ -180,3 +180,15 @@ def test_costs_notebook_writes_latency(tmp_path):
     assert len(latency) == 2 * (6 + 1)  # 6 layer shapes + the network, two passes
     assert (latency["speedup"] > 0).all() and latency["cpu"].notna().all()
     assert (run_dir / "layers.csv").exists() and (run_dir / "hardware.json").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["flops", "lenet"], "model must be one of"),
+    (["flops", "resnet20", "--input", "32x32"], "input shape must look like 3x32x32"),
+    (["flops", "alexnet", "--input", "3x32x32"], "alexnet cannot take an input of 3x32x32"),
+])
+def test_cli_bad_input_is_a_clear_error(argv, message, capsys):
+    from analysis import cli
+
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import nbformat
@@ -98,13 +99,46 @@ def test_diverged_status_comes_from_the_notebook_summary(env):
     assert run(rec, results, exp).status == "cached"
 
 
-def test_lock_stops_a_second_process(env):
+def test_a_run_locked_elsewhere_is_waited_for_then_found_cached(env, tmp_path):
+    # Two runners on one results folder: the second waits for the first's run and reuses it.
     exp, results = env
-    rec = record(make_notebook(exp, "ok.ipynb", WRITES_VALUE))
-    with runner._lock(results, rec["key"]) as mine:
-        assert mine
-        assert run(rec, results, exp).status == "locked"
-    assert run(rec, results, exp).status == "finished"
+    gate = tmp_path / "go"
+    body = f"""
+        import pathlib, time
+        while not pathlib.Path({str(gate)!r}).exists():
+            time.sleep(0.1)
+        from analysis import results
+        results.write(run_dir, "out", {{"value": value}})
+    """
+    rec = record(make_notebook(exp, "slow.ipynb", body))
+    first = []
+    holder = threading.Thread(target=lambda: first.append(run(rec, results, exp)))
+    holder.start()
+    lock_file = results / "locks" / f"{rec['key']}.lock"
+    deadline = time.time() + 60
+    while not (lock_file.exists() and _held(lock_file)):
+        assert time.time() < deadline, "the first runner never took the lock"
+        time.sleep(0.05)
+    second = []
+    waiter = threading.Thread(target=lambda: second.append(run(rec, results, exp)))
+    waiter.start()
+    time.sleep(1.0)
+    assert waiter.is_alive()  # waiting, not running the same notebook a second time
+    gate.touch()
+    holder.join(120), waiter.join(120)
+    assert [first[0].status, second[0].status] == ["finished", "cached"]
+
+
+def _held(lock_file) -> bool:
+    import fcntl
+
+    with open(lock_file) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
 
 def test_killed_run_leaves_no_finished_folder_and_resumes(env, tmp_path):
@@ -178,3 +212,108 @@ def test_jobs_default_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("DLBOOK_JOBS", "4")
     assert cli.build_parser().parse_args(["run"]).jobs == 4
     assert cli.build_parser().parse_args(["run", "--jobs", "2"]).jobs == 2
+
+
+def test_data_fingerprint_sees_any_change_to_the_files(tmp_path):
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batch = folder / "data_batch_1"
+    batch.write_bytes(bytes(1 << 20))  # 1 MiB
+    first = runner.data_fingerprint(tmp_path / "data")
+    assert runner.data_fingerprint(tmp_path / "data") == first
+    blob = bytearray(batch.read_bytes())
+    blob[-1] = 7  # far past any file head: a label edited in place, say
+    batch.write_bytes(bytes(blob))
+    assert runner.data_fingerprint(tmp_path / "data") != first
+    assert runner.data_fingerprint(tmp_path / "nothing") == "absent"
+
+
+def test_ctrl_c_stops_a_parallel_batch_at_once_and_keeps_nothing_half_done(env, tmp_path):
+    exp, results = env
+    started = tmp_path / "started"
+    started.mkdir()
+    body = f"""
+        import os, pathlib, time
+        (pathlib.Path({str(started)!r}) / str(os.getpid())).touch()
+        time.sleep(300)
+    """
+    nb = make_notebook(exp, "sleepy.ipynb", body)
+    recs = [record(nb, v) for v in (1, 2, 3, 4)]
+    script = textwrap.dedent(f"""
+        import json, pathlib, signal, sys
+        # As in a terminal: a test runner started in the background may ignore SIGINT.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        from analysis import plan, runner
+        runs = [plan.Run(**r) for r in json.loads({json.dumps(json.dumps(recs))})]
+        try:
+            runner.run_batch(runs, pathlib.Path({str(results)!r}), pathlib.Path('.'), jobs=2,
+                             progress=False, experiments_dir=pathlib.Path({str(exp)!r}))
+        except KeyboardInterrupt:
+            sys.exit(130)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(started.iterdir())) < 2:
+        assert time.time() < deadline and proc.poll() is None, "the runs never started"
+        time.sleep(0.2)
+    kernels = [int(p.name) for p in started.iterdir()]
+    interrupted = time.time()
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    assert proc.wait(timeout=60) == 130
+    assert time.time() - interrupted < 30  # not after the 300 s notebooks
+    assert len(list(started.iterdir())) == 2  # the queued runs never started
+    time.sleep(3)  # kernels poll for their parent once a second
+    for pid in kernels:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not any(runner.is_done(results, r["key"]) for r in recs)
+    assert not [d for d in (results / "runs").iterdir() if not d.name.startswith(".")]
+
+
+def test_status_reports_without_writing_anything(fake_data_dir, tmp_path, capsys):
+    from analysis import cli
+
+    code = cli.main(["status", "--profile", "smoke", "--data-dir", str(fake_data_dir),
+                     "--results", str(tmp_path / "r")])
+    assert code == 0 and "missing" in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()  # the book's index is written by `run` only
+
+
+def test_an_unwritable_results_folder_is_a_clear_error(fake_data_dir, tmp_path, capsys):
+    from analysis import cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = cli.main(["run", "--profile", "smoke", "--only", "lenet-init", "--data-dir",
+                     str(fake_data_dir), "--results", str(blocker / "results"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write the results folder" in err and "--results DIR" in err
+
+
+def test_seeds_outside_the_profile_are_refused(fake_data_dir, tmp_path, capsys):
+    from analysis import cli
+
+    code = cli.main(["run", "--profile", "smoke", "--only", "lenet-baseline", "--seeds", "0",
+                     "99", "--data-dir", str(fake_data_dir), "--results", str(tmp_path)])
+    assert code == 2 and "--seeds 99: not among the seeds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, message", [("abc", "'abc' is not a whole number"),
+                                            ("0", "0 must be at least 1")])
+def test_jobs_must_be_a_positive_whole_number(monkeypatch, capsys, value, message):
+    from analysis import cli
+
+    monkeypatch.setenv("DLBOOK_JOBS", value)
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["run"])
+    err = capsys.readouterr().err
+    assert message in err and "DLBOOK_JOBS" in err
+
+
+def test_an_unreachable_dask_scheduler_is_a_clear_error(env, capsys):
+    pytest.importorskip("distributed")
+    exp, results = env
+    nb = make_notebook(exp, "ok.ipynb", WRITES_VALUE)
+    with pytest.raises(runner.SchedulerUnreachable, match="tcp://HOST:PORT"):
+        runner.run_batch([plan.Run(**record(nb))], results, exp.parent, progress=False,
+                         dask_address="notanaddress", experiments_dir=exp)

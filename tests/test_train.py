@@ -115,7 +115,7 @@ def test_training_lowers_the_loss_and_reports_every_metric(fake_data):
     assert r["best_val_acc"] > 0.5
     assert r["best_val_acc"] == max(e["val_acc"] for e in r["epochs"])
     assert r["test"]["final"]["acc"] > 0.5 and r["test"]["best"]["acc"] > 0.5
-    assert r["num_params"] == 62_006 and r["device"] == "cpu"
+    assert r["num_params"] == 62_006 and r["device"] == "cpu" and r["device_memory"] is None
     assert r["sizes"] == {"train": 900, "val": 100, "test": 200}
     assert r["model"] is None
     json.dumps(r, allow_nan=False)
