@@ -415,11 +415,13 @@ def status_rows(results: Path, runs: list) -> list[dict]:
                 by_params.setdefault(same, []).append(d.name)
     rows = []
     for r in runs:
-        st = read_json(results / "runs" / r.key / "status.json").get("status")
+        record = read_json(results / "runs" / r.key / "status.json")
+        st = record.get("status")
         state = "cached" if st in DONE else ("failed" if st == "failed" else "missing")
         stale = by_params.get((r.notebook, json.dumps(r.params, sort_keys=True)), [])
         rows.append({"key": r.key, "experiments": ",".join(r.experiments), "state": state,
-                     "result": st or "", "stale": len(stale)})
+                     "result": st or "", "stale": len(stale), "seed": r.params.get("seed"),
+                     "error": record.get("error") if st == "failed" else None})
     return rows
 
 
@@ -463,10 +465,13 @@ def cli(args) -> int:
 
 def print_status(rows: list[dict], profile: str, results: Path) -> None:
     print(f"profile {profile}: {len(rows)} runs planned, results in {results}")
-    print(f"{'experiments':40s} {'key':16s} {'state':8s} {'result':9s} stale")
-    for row in sorted(rows, key=lambda r: r["experiments"]):
-        print(f"{row['experiments'][:40]:40s} {row['key']} {row['state']:8s} "
+    print(f"{'experiments':40s} {'seed':>4s} {'key':16s} {'state':8s} {'result':9s} stale")
+    for row in sorted(rows, key=lambda r: (r["experiments"], str(r["seed"]))):
+        seed = "" if row["seed"] is None else str(row["seed"])
+        print(f"{row['experiments'][:40]:40s} {seed:>4s} {row['key']} {row['state']:8s} "
               f"{row['result']:9s} {row['stale'] or ''}")
+        if row["error"]:
+            print(f"{'':46s}error: {row['error']}")
     states = [r["state"] for r in rows]
     print(f"cached {states.count('cached')}, missing {states.count('missing')}, "
           f"failed {states.count('failed')}, stale {sum(r['stale'] > 0 for r in rows)}")

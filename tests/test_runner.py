@@ -317,3 +317,13 @@ def test_an_unreachable_dask_scheduler_is_a_clear_error(env, capsys):
     with pytest.raises(runner.SchedulerUnreachable, match="tcp://HOST:PORT"):
         runner.run_batch([plan.Run(**record(nb))], results, exp.parent, progress=False,
                          dask_address="notanaddress", experiments_dir=exp)
+
+
+def test_status_shows_the_error_of_a_failed_run(env, capsys):
+    exp, results = env
+    bad = record(make_notebook(exp, "bad.ipynb", "raise RuntimeError('planted failure')"))
+    assert run(bad, results, exp).status == "failed"
+    rows = runner.status_rows(results, [plan.Run(**bad)])
+    assert rows[0]["state"] == "failed" and "planted failure" in rows[0]["error"]
+    runner.print_status(rows, "smoke", results)
+    assert "error: RuntimeError: planted failure" in capsys.readouterr().out
