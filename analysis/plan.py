@@ -174,6 +174,7 @@ def validate(plan, experiments_dir: Path = paths.EXPERIMENTS_DIR) -> None:
     if unknown:
         raise PlanError(f"plan: unknown top-level key(s) {sorted(unknown)}; "
                         "allowed: profiles, protocols, experiments")
+    _check_mapping(plan["profiles"], "profiles")
     if set(plan["profiles"]) != set(PROFILES):
         raise PlanError(f"plan.profiles: must define exactly {PROFILES}, "
                         f"got {sorted(plan['profiles'])}")

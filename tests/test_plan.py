@@ -105,6 +105,7 @@ def _write(tmp_path, p):
      r"experiments\.lenet-baseline\.params: 'seed' is set by the runner"),
     (lambda p: p["profiles"]["cpu"].pop("seeds"), r"profiles\.cpu\.seeds: expected"),
     (lambda p: p.update(experiments=None), r"experiments: expected a mapping"),
+    (lambda p: p.update(profiles=["smoke", "cpu", "full"]), r"profiles: expected a mapping"),
 ])
 def test_invalid_entries_name_entry_and_key(tmp_path, real_plan, mutate, message):
     p = copy.deepcopy(real_plan)
