@@ -180,6 +180,8 @@ def group_costs(table: pd.DataFrame, by: str = "stage") -> pd.DataFrame:
                     blocks=("block", _span),
                     params=("params", "sum"), macs=("macs", "sum"), flops=("flops", "sum"))
                .reset_index())
+        # A pool that starts a new resolution but computes nothing fvcore counts.
+        out["layers"] = out["layers"].mask(out["layers"] == "", "(pooling only)")
     else:
         raise ValueError(f"by must be module, layer, block or stage, got {by!r}")
     out = out.copy()

@@ -192,3 +192,13 @@ def test_cli_bad_input_is_a_clear_error(argv, message, capsys):
 
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_stage_that_only_pools_is_labelled_so():
+    from analysis import flops
+    from analysis.models import build_model
+
+    stages = flops.grouped_costs(build_model("lenet5"), (3, 32, 32), "stage")
+    pools = stages[stages["params"] == 0]
+    assert list(pools["resolution"]) == ["14x14", "5x5"]
+    assert set(pools["layers"]) == {"(pooling only)"}
