@@ -8,6 +8,15 @@ from analysis.paths import JOBS_ENV
 PROFILES = ("smoke", "cpu", "full", "auto")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dlbook")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def _jobs(text: str) -> int:
     """--jobs (its default comes from $DLBOOK_JOBS): a whole number >= 1."""
     try:
@@ -32,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  dlbook check                    # verify the book without Quarto\n"
         "  dlbook flops resnet20 --by stage",
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp):

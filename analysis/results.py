@@ -60,7 +60,11 @@ def _jsonable(obj):
 
 def save_training(run_dir, result: dict) -> None:
     """What a training run keeps: per-epoch metrics, a summary, and the weights if kept."""
-    write(run_dir, "metrics", pd.DataFrame(result["epochs"], columns=EPOCH_COLUMNS))
+    # Every key the engine reports per epoch; the fixed list only heads an empty table
+    # (a zero-epoch run), which would otherwise be a file without a header.
+    epochs = result["epochs"]
+    metrics = pd.DataFrame(epochs) if epochs else pd.DataFrame(columns=EPOCH_COLUMNS)
+    write(run_dir, "metrics", metrics)
     summary = {k: v for k, v in result.items() if k not in ("epochs", "model", "config")}
     write(run_dir, "summary", summary)
     if result.get("model") is not None:

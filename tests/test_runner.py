@@ -327,3 +327,15 @@ def test_status_shows_the_error_of_a_failed_run(env, capsys):
     assert rows[0]["state"] == "failed" and "planted failure" in rows[0]["error"]
     runner.print_status(rows, "smoke", results)
     assert "error: RuntimeError: planted failure" in capsys.readouterr().out
+
+
+def test_saved_metrics_keep_every_epoch_key_and_a_header_without_epochs(tmp_path):
+    import pandas as pd
+
+    from analysis import results
+
+    epoch = {c: 0.5 for c in results.EPOCH_COLUMNS} | {"epoch": 1, "grad_norm": 3.0}
+    results.save_training(tmp_path / "a", {"epochs": [epoch], "status": "finished"})
+    assert pd.read_csv(tmp_path / "a" / "metrics.csv")["grad_norm"].tolist() == [3.0]
+    results.save_training(tmp_path / "b", {"epochs": [], "status": "finished"})
+    assert list(pd.read_csv(tmp_path / "b" / "metrics.csv").columns) == results.EPOCH_COLUMNS
