@@ -142,11 +142,10 @@ def _dispatch(args) -> int:
             print(f"dlbook flops: {e}", file=sys.stderr)
             return 2
         except RuntimeError as e:  # torch refused the input shape
-            shape = args.input or "its default input"
-            print(f"dlbook flops: {args.model} cannot take an input of {shape}: "
-                  f"{str(e).splitlines()[0]}\nGive --input CxHxW with 3 channels and a size "
-                  "the model supports (3x32x32 for the CIFAR models, 3x224x224 for "
-                  "squeezenet1_0 and alexnet).", file=sys.stderr)
+            default = "x".join(map(str, flops.default_input(args.model)))
+            print(f"dlbook flops: {args.model} cannot take an input of {args.input or default}: "
+                  f"{str(e).splitlines()[0]}\nGive --input CxHxW with a shape it supports, "
+                  f"such as its default {default}.", file=sys.stderr)
             return 2
     return 2
 

@@ -75,7 +75,7 @@ COLUMN_NAMES = {
     "test_final_acc": "test acc (last epoch)", "crop_padding": "crop padding",
     "flip_p": "flip prob.", "weight_decay": "weight decay", "batch_norm": "batch norm",
     "init_val_loss": "initial loss", "init_val_acc": "initial acc", "ci_low": "95% CI low",
-    "ci_high": "95% CI high", "seconds": "seconds", "min_val_loss_epoch": "min val loss epoch",
+    "ci_high": "95% CI high", "min_val_loss_epoch": "min val loss epoch",
     "diverged_at_epoch": "diverged at epoch", "diverged_at_step": "diverged at step",
 }
 ACCURACY_COLUMNS = ("acc", "gap", "mean", "ci_low", "ci_high")

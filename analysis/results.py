@@ -260,6 +260,12 @@ def mean_ci(df: pd.DataFrame, by: str | list[str], value: str, level: float = 0.
     return df.groupby(by)[value].apply(one).unstack().reset_index()
 
 
+def sampling_error(n: int) -> float:
+    """Standard error of an accuracy measured on `n` images, at its largest (accuracy 0.5):
+    two runs of one setting can differ by a couple of these from the sample alone."""
+    return math.sqrt(0.25 / n)
+
+
 def data_note(official: pd.Series) -> str:
     """One sentence, for chapters that compare with published figures, on which CIFAR-10
     files the runs read (their `data_official` values: True, False or None, unrecorded)."""
@@ -271,7 +277,7 @@ def data_note(official: pd.Series) -> str:
                 "(their md5 sums do not match; a re-encoded copy, for instance). The published "
                 "figures were measured on the official pixels, so part of any gap to them can "
                 "come from the data rather than the recipe.")
-    if None in values:
+    if None in values or not values:
         return "Not every run recorded whether it read the official CIFAR-10 files."
     return "Some runs read the official CIFAR-10 files and some another copy."
 

@@ -65,19 +65,25 @@ def data_fingerprint(data_root: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.iterdir()):
         if f.is_file() and not f.name.startswith("."):
-            st = f.stat()
-            digest = _file_hash(f.resolve(), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-            h.update(f"{f.name}:{digest}".encode())
+            h.update(f"{f.name}:{_digests(f)[0]}".encode())
     return h.hexdigest()[:16]
 
 
-@functools.cache  # once per process and version of the file (size and times)
-def _file_hash(path: Path, size: int, mtime_ns: int, ctime_ns: int) -> str:
-    h = hashlib.sha256()
+def _digests(path: Path) -> tuple[str, str]:
+    """(sha256, md5) of a file: the key's hash and the one torchvision's list of the
+    official files uses, from one read, once per process and version of the file."""
+    st = path.stat()
+    return _read_digests(path.resolve(), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@functools.cache
+def _read_digests(path: Path, size: int, mtime_ns: int, ctime_ns: int) -> tuple[str, str]:
+    sha, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), md5.hexdigest()
 
 
 def data_identity(data_root: Path) -> dict:
@@ -87,20 +93,15 @@ def data_identity(data_root: Path) -> dict:
     Published accuracies were measured on the official pixels; a re-encoded copy (a JPEG
     one, say) trains the same code to different numbers, so runs record which they saw.
     """
-    fingerprint = data_fingerprint(data_root)
-    return {"fingerprint": fingerprint,
-            "official": _is_official(Path(data_root).resolve(), fingerprint)}
+    return {"fingerprint": data_fingerprint(data_root), "official": is_official(data_root)}
 
 
-@functools.cache  # the md5 of every file, once per process and copy of the data
-def _is_official(data_root: Path, fingerprint: str) -> bool:
+def is_official(data_root: Path) -> bool:
     from torchvision.datasets import CIFAR10
 
-    for name, md5 in CIFAR10.train_list + CIFAR10.test_list:
-        path = data_root / FOLDER / name
-        if not path.is_file() or hashlib.md5(path.read_bytes()).hexdigest() != md5:
-            return False
-    return True
+    folder = Path(data_root) / FOLDER
+    return all((folder / name).is_file() and _digests(folder / name)[1] == md5
+               for name, md5 in CIFAR10.train_list + CIFAR10.test_list)
 
 
 def ensure_data(data_root: Path, explicit: bool, download: bool = True) -> None:
@@ -364,12 +365,11 @@ def _in_processes(todo: list[dict], jobs: int, done, args: tuple) -> None:
                 try:
                     outcome = reader.recv()
                 except EOFError:  # killed, or out of memory: only this run fails
-                    process.join()
-                    outcome = Outcome(run["key"], "failed",
-                                      error=f"runner process died (exit code {process.exitcode})",
-                                      experiments=tuple(run["experiments"]))
+                    outcome = None
                 process.join()
-                done(outcome)
+                done(outcome or Outcome(
+                    run["key"], "failed", experiments=tuple(run["experiments"]),
+                    error=f"runner process died (exit code {process.exitcode})"))
     finally:
         for process, _ in running.values():
             process.terminate()

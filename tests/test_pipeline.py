@@ -81,9 +81,7 @@ def test_runs_record_whether_the_data_is_the_official_copy(smoke, monkeypatch):
             for f, _ in CIFAR10.train_list + CIFAR10.test_list]
     monkeypatch.setattr(CIFAR10, "train_list", sums[:5])
     monkeypatch.setattr(CIFAR10, "test_list", sums[5:])
-    runner._is_official.cache_clear()
     assert runner.data_identity(paths.data_dir())["official"]
-    runner._is_official.cache_clear()
 
 
 def test_partial_results_are_refused_with_the_command_that_completes_them(smoke, tmp_path):
