@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--results", metavar="DIR", default=None,
                         help="results folder (default: $DLBOOK_RESULTS or ./results)")
 
+    p.subcommands = sub.choices  # name -> parser, for errors in a subcommand's own usage
     sp = sub.add_parser(
         "run", help="execute the runs the plan needs (cached runs are skipped)",
         description="Expand experiments/plan.yaml for a profile and execute every run that is "
@@ -116,9 +117,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv=None) -> argparse.Namespace:
+    """The arguments; a flag the subcommand does not know gets that subcommand's usage and
+    the closest flag it does know (argparse alone would print the top-level usage)."""
+    import difflib
+
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        sub = parser.subcommands[args.command]
+        flags = [f for action in sub._actions for f in action.option_strings]
+        hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(
+            u.split("=")[0], flags, n=1)) else u for u in unknown]
+        sub.error(f"unrecognized arguments: {' '.join(hints)}")
+    return args
+
+
 def main(argv=None) -> int:
     try:
-        return _dispatch(build_parser().parse_args(argv))
+        return _dispatch(parse(argv))
     except BrokenPipeError:  # output piped into `head` and the like, which stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -15,13 +15,16 @@ Static analysis (cheap, deterministic; chapters may call it directly):
     conv_macs, linear_macs, separable_ratio, conv3x3_layers, separable_table,
     module_traffic, squeezenet_variants
 Measurement (slow; only the costs notebook calls it):
-    time_module, latency_table, hardware
+    time_module, latency_table, ceilings, hardware
+Pure checks on measurements: latency_problems, attainable
 Command line: `cli(args)` behind `dlbook flops MODEL [--input CxHxW] [--by module|stage]`.
 """
 import os
 import platform
 import warnings
+from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -358,17 +361,55 @@ def devices(device: str = "auto") -> list[str]:
     return [device]
 
 
+class Timing(NamedTuple):
+    """A measured time: the median seconds of repeated blocks, and their spread (the
+    interquartile range over the median; 0.1 = the middle half of the repeats lies
+    within 10% of the median)."""
+    median: float
+    spread: float
+
+
+# A latency whose repeats spread wider than this (relative IQR) is not a result: it is
+# measured again and, if still as noisy, flagged. torch.utils.benchmark warns at the same
+# 10% ("could indicate system fluctuation").
+MAX_SPREAD = 0.1
+RETRIES = 2  # how often latency_table measures a flagged row again before keeping the flag
+REPEATS = 7  # timed blocks per measurement, at least (the median and IQR are over them)
+
+
+def _block_times(step, threads: int, min_run_time: float, repeats: int = REPEATS) -> np.ndarray:
+    """Seconds per call of `step` in each of `repeats` blocks or more, each block about
+    `min_run_time / repeats` long and all of them `min_run_time` together, timed with
+    torch.utils.benchmark (fixed thread count; CUDA synchronized around each block)."""
+    from torch.utils import benchmark
+
+    timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=threads)
+    timer.timeit(1)  # warm-up: first calls pay for allocations and kernel selection
+    once = timer.timeit(1).times[0]
+    number = max(1, round(min_run_time / repeats / once))  # calls per block
+    times = []
+    while len(times) < repeats or sum(times) * number < min_run_time:
+        times += timer.timeit(number).times
+    return np.array(times)
+
+
+def _spread(times: np.ndarray) -> float:
+    """Interquartile range over the median."""
+    q25, median, q75 = np.quantile(times, [0.25, 0.5, 0.75])
+    return float((q75 - q25) / median)
+
+
 def time_module(module: nn.Module, x: torch.Tensor, backward: bool = False, threads: int = 1,
-                min_run_time: float = 0.5, input_grad: bool = True) -> float:
-    """Median seconds of one forward (no grad) or one forward+backward of `module` on `x`.
+                min_run_time: float = 0.5, input_grad: bool = True,
+                repeats: int = REPEATS) -> Timing:
+    """Seconds of one forward (no grad) or one forward+backward of `module` on `x`:
+    the median over repeated blocks and their spread (`Timing`).
 
     torch.utils.benchmark fixes the CPU thread count and synchronizes CUDA around
     each timed block. Backward computes the gradients of the weights and, when
     `input_grad` (a layer inside a network), of the input too; gradients are
     returned, not accumulated, so repeats do identical work.
     """
-    from torch.utils import benchmark
-
     if not backward:
         module.eval()
 
@@ -386,23 +427,58 @@ def time_module(module: nn.Module, x: torch.Tensor, backward: bool = False, thre
         def step():
             torch.autograd.grad(module(xin), inputs, grad_out)
 
-    timer = benchmark.Timer(stmt="step()", globals={"step": step}, num_threads=threads)
-    return timer.blocked_autorange(min_run_time=min_run_time).median
+    times = _block_times(step, threads, min_run_time, repeats)
+    return Timing(float(np.median(times)), _spread(times))
+
+
+# What one measurement is of: its forward and its forward+backward row share these.
+LATENCY_KEY = ["device", "batch", "scope", "shape"]
+FORMS = ("standard", "separable")
+
+
+def latency_problems(df: pd.DataFrame, max_spread: float = MAX_SPREAD) -> pd.Series:
+    """Why each row of a latency table is not a trustworthy result: "" when it is sane,
+    else the reasons, "; "-separated. A row is flagged
+
+    - when, for either form, forward+backward took less time than forward alone for
+      the same (device, batch, scope, shape): backward only adds work, so one of the
+      two was disturbed (both rows are flagged, as either could be the wrong one);
+    - when a form's spread (relative IQR of its repeats) exceeds `max_spread`.
+    """
+    reasons = pd.Series([[] for _ in df.index], index=df.index, dtype=object)
+    measurement = [df[k] for k in LATENCY_KEY]
+    for form in FORMS:
+        seconds = df[f"{form}_s"]
+
+        def of_pass(name, seconds=seconds):  # that pass's time, on both rows of a measurement
+            return seconds.where(df["pass"] == name).groupby(measurement).transform("first")
+
+        for i in df.index[of_pass("forward+backward") < of_pass("forward")]:
+            reasons[i].append(f"{form} forward+backward faster than forward")
+        for i in df.index[df[f"{form}_spread"] > max_spread]:
+            reasons[i].append(f"{form} spread {df.at[i, f'{form}_spread']:.1%} "
+                              f"> {100 * max_spread:g}%")
+    return reasons.map("; ".join).rename("flag")
 
 
 def latency_table(batch_sizes=(1, 32, 128), threads: int = 1, min_run_time: float = 0.5,
-                  device: str = "auto", input_shape=(3, 32, 32)) -> pd.DataFrame:
+                  device: str = "auto", input_shape=(3, 32, 32), max_spread: float = MAX_SPREAD,
+                  retries: int = RETRIES, repeats: int = REPEATS) -> pd.DataFrame:
     """Measured seconds of standard vs separable, per distinct 3x3-conv shape of ResNet-20
     (scope 'layer') and for the whole network (scope 'network', resnet20 vs
     resnet20_separable), forward and forward+backward, per batch size and device.
 
     Each row holds both forms, timed one right after the other so that load from
-    other processes hits both alike; `speedup` = standard / separable time. MACs are
-    per image; intensities (MACs per byte, `module_traffic`) at the row's batch size.
+    other processes hits both alike: `<form>_s` the median seconds, `<form>_spread`
+    the relative IQR of the repeats (`time_module`); `speedup` = standard / separable
+    time. Rows that `latency_problems` flags are measured again, up to `retries`
+    times; `flag` keeps the reasons of those still failing ("" for a sane row: only
+    those are results) and `attempts` counts the measurements. MACs are per image;
+    intensities (MACs per byte, `module_traffic`) at the row's batch size.
     """
     static = separable_table(input_shape)
     nets = {"standard": build_model("resnet20"), "separable": build_model("resnet20_separable")}
-    rows = []
+    rows, jobs = [], []
     for dev in devices(device):
         for batch in batch_sizes:
             cases = [("layer", r.shape, r.count, r.cout, r.formula, _pair(r.cin, r.cout, r.stride),
@@ -421,12 +497,76 @@ def latency_table(batch_sizes=(1, 32, 128), threads: int = 1, min_run_time: floa
                        "intensity_standard": traffic[0]["intensity"],
                        "intensity_separable": traffic[1]["intensity"]}
                 for backward in (False, True):
-                    seconds = [time_module(m, x, backward, threads, min_run_time, input_grad)
-                               for m in pair]
-                    rows.append({**row, "pass": "forward+backward" if backward else "forward",
-                                 "standard_s": seconds[0], "separable_s": seconds[1],
-                                 "speedup": seconds[0] / seconds[1]})
-    return pd.DataFrame(rows)
+                    rows.append({**row, "pass": "forward+backward" if backward else "forward"})
+                    jobs.append((pair, x, backward, input_grad))
+
+    df = pd.DataFrame(rows)
+    df[["standard_s", "standard_spread", "separable_s", "separable_spread"]] = float("nan")
+    df["attempts"] = 0
+
+    def measure(i):  # both forms of row i, one right after the other
+        pair, x, backward, input_grad = jobs[i]
+        for form, m in zip(FORMS, pair, strict=True):
+            t = time_module(m, x, backward, threads, min_run_time, input_grad, repeats)
+            df.loc[i, [f"{form}_s", f"{form}_spread"]] = [t.median, t.spread]
+        df.loc[i, "attempts"] += 1
+
+    for i in df.index:
+        measure(i)
+    df["flag"] = latency_problems(df, max_spread)
+    for _ in range(retries):
+        for i in df.index[df["flag"] != ""]:
+            measure(i)
+        df["flag"] = latency_problems(df, max_spread)
+    df["speedup"] = df["standard_s"] / df["separable_s"]
+    return df
+
+
+# --- tf-08: the machine's ceilings (roofline) -----------------------------------
+
+def ceilings(threads: int = 1, device: str = "cpu", matmul_size: int | None = None,
+             copy_mib: int | None = None, min_run_time: float = 0.2,
+             repeats: int = REPEATS) -> dict:
+    """The two roofs of a roofline, measured at `threads` CPU threads on `device`.
+
+    - `peak_gmacs`: multiply-adds per second (1e9) of a float32 matmul of two n x n
+      matrices (n^3 MACs); n = `matmul_size`, by default 2048 on a CPU, 8192 on a GPU;
+    - `bandwidth_gbs`: bytes per second (1e9) of copying a float32 buffer of
+      `copy_mib` MiB (256 on a CPU, 1024 on a GPU: far larger than the caches) into
+      another: 2 x its size moved, read and written.
+
+    Each is the best block of `repeats` at least (a ceiling is the most the machine
+    did; `*_spread` is the relative IQR of the blocks). `ridge` = peak / bandwidth:
+    the intensity (MACs per byte) above which the matmul roof, not memory, limits.
+    On CUDA the matmul is true float32 (PyTorch's default), while cuDNN may run
+    convolutions in TF32, which can exceed this roof.
+    """
+    gpu = device != "cpu"
+    n = matmul_size or (8192 if gpu else 2048)
+    size = (copy_mib or (1024 if gpu else 256)) * 2**20
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        out = torch.empty(n, n, device=device)
+        src = torch.ones(size // BYTES_PER_ELEMENT, device=device)
+        dst = torch.empty_like(src)
+        matmul = _block_times(lambda: torch.mm(a, b, out=out), threads, min_run_time, repeats)
+        copy = _block_times(lambda: dst.copy_(src), threads, min_run_time, repeats)
+    finally:
+        torch.set_num_threads(before)
+    peak, bandwidth = float(n**3 / matmul.min() / 1e9), float(2 * size / copy.min() / 1e9)
+    return {"device": device, "threads": threads, "matmul_size": n, "copy_bytes": size,
+            "peak_gmacs": peak, "peak_spread": _spread(matmul),
+            "bandwidth_gbs": bandwidth, "bandwidth_spread": _spread(copy),
+            "ridge": peak / bandwidth}
+
+
+def attainable(intensity, peak: float, bandwidth: float):
+    """The roofline: the most MACs per second a kernel of `intensity` MACs per byte can
+    reach, min(peak, bandwidth x intensity) (units: peak's, with bandwidth in bytes per
+    the same time); works on numbers and arrays alike."""
+    return np.minimum(peak, np.multiply(bandwidth, intensity))
 
 
 def hardware() -> dict:

@@ -11,6 +11,7 @@ DATA_ENV = "DLBOOK_DATA"
 RESULTS_ENV = "DLBOOK_RESULTS"
 PROFILE_ENV = "DLBOOK_PROFILE"
 JOBS_ENV = "DLBOOK_JOBS"
+CACHE_ENV = "DLBOOK_CACHE"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
@@ -25,3 +26,13 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
 def results_dir(explicit: str | os.PathLike | None = None) -> Path:
     """Folder that holds `runs/<key>/` for every finished run."""
     return Path(explicit or os.environ.get(RESULTS_ENV) or "results").expanduser().resolve()
+
+
+def cache_dir() -> Path:
+    """Folder for caches that only save time (decoded data): $DLBOOK_CACHE, else
+    $XDG_CACHE_HOME/dlbook, else ~/.cache/dlbook. Deleting it is always safe."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "dlbook"

@@ -6,6 +6,7 @@ its key is a hash of everything that determines its result, so a finished run
 can be reused by any experiment, question or profile that asks for it again.
 """
 import ast
+import functools
 import hashlib
 import itertools
 import json
@@ -25,7 +26,9 @@ RUNNER_PARAMS = ("run_dir", "data_dir")
 PRESENTATION_MODULES = {"plots", "results", "book", "cli", "runner", "plan", "paths"}
 PACKAGE_DIR = Path(__file__).parent
 EXPERIMENT_KEYS = {"notebook", "protocol", "questions", "params", "cases", "grid", "seeds",
-                   "profiles", "description"}
+                   "profiles", "description", "exclusive", "threads"}
+# CIFAR-10's 50,000 training images; `val_size` of them are held out for validation.
+CIFAR10_TRAIN = 50_000
 
 
 class PlanError(ValueError):
@@ -39,10 +42,15 @@ class Run:
     params: dict
     experiments: list = field(default_factory=list)
     questions: list = field(default_factory=list)
+    # Scheduling, not identity (the key ignores them): run with nothing else running, and
+    # with this many CPU threads (None: the runner decides).
+    exclusive: bool = False
+    threads: int | None = None
 
     def record(self) -> dict:
         return {"key": self.key, "notebook": self.notebook, "params": self.params,
-                "experiments": self.experiments, "questions": self.questions}
+                "experiments": self.experiments, "questions": self.questions,
+                "exclusive": self.exclusive, "threads": self.threads}
 
 
 def resolve_profile(name: str | None = None) -> str:
@@ -197,6 +205,7 @@ def validate(plan, experiments_dir: Path = paths.EXPERIMENTS_DIR) -> None:
                             f"allowed: {sorted(EXPERIMENT_KEYS)}")
         if "notebook" not in exp:
             raise PlanError(f"{where}: missing key 'notebook'")
+        _check_scheduling(exp, where)
         nb_path = experiments_dir / exp["notebook"]
         if not nb_path.exists():
             raise PlanError(f"{where}.notebook: {nb_path} does not exist")
@@ -219,6 +228,16 @@ def validate(plan, experiments_dir: Path = paths.EXPERIMENTS_DIR) -> None:
             for params in runs:
                 _validate_params(exp["notebook"], params, f"{where} (profile {profile})",
                                  declared)
+
+
+def _check_scheduling(exp: dict, where: str) -> None:
+    if not isinstance(exp.get("exclusive", False), bool):
+        raise PlanError(f"{where}.exclusive: expected true or false, got {exp['exclusive']!r}")
+    threads = exp.get("threads")
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool)
+                                    and threads >= 1):
+        raise PlanError(f"{where}.threads: expected a whole number of CPU threads >= 1 (e.g. "
+                        f"threads: 4), or no `threads` to let the runner choose; got {threads!r}")
 
 
 def _check_seeds(seeds, where: str) -> None:
@@ -319,7 +338,62 @@ def expand(plan: dict, profile: str, data_fingerprint: str, only: list[str] | No
             if name not in run.experiments:
                 run.experiments.append(name)
             run.questions.extend(q for q in exp["questions"] if q not in run.questions)
+            # A run two experiments share is scheduled for the more demanding one.
+            run.exclusive = run.exclusive or exp.get("exclusive", False)
+            if exp.get("threads"):
+                run.threads = max(run.threads or 0, exp["threads"])
     return list(runs.values())
+
+
+# ---------------------------------------------------------------- scheduling
+
+def expected_cost(notebook: str, params: dict) -> float:
+    """A run's expected compute in multiply-accumulates, to start the longest runs first.
+
+    Training: epochs x training images x the model's MACs per image (the backward pass
+    and evaluation scale with these too, so the constant factors do not change the
+    order). A 0-epoch run still evaluates its model: it counts as a fifth of an epoch.
+    Other notebooks (cost tables, latency) take seconds: 0.
+    """
+    if notebook != "train.ipynb":
+        return 0.0
+    available = CIFAR10_TRAIN - params.get("val_size", 5000)
+    images = min(params.get("subset") or available, available)
+    epochs = max(params.get("epochs", 0), 0.2)
+    return epochs * images * _macs_per_image(params.get("model", "lenet5"))
+
+
+@functools.cache
+def _macs_per_image(model: str) -> int:
+    from analysis import flops, models
+
+    return flops.totals(models.build_model(model), (3, 32, 32))["macs"]
+
+
+def labels(runs: list[Run]) -> dict[str, str]:
+    """A short name per run key: its first experiment and the parameters that set it
+    apart from that experiment's other runs, e.g. 'lenet-bn-lr lr=0.5 batch_norm=True
+    seed=2' (what `dlbook status` and the run log show)."""
+    by_experiment: dict[str, list[Run]] = {}
+    for run in runs:
+        by_experiment.setdefault(run.experiments[0], []).append(run)
+    names = {}
+    for experiment, members in by_experiment.items():
+        varying = [k for k in members[0].params if k != "seed"
+                   and len({json.dumps(m.params.get(k), sort_keys=True) for m in members}) > 1]
+        for run in members:
+            parts = [f"{k}={run.params.get(k)}" for k in varying]
+            names[run.key] = " ".join([experiment, *parts, f"seed={run.params.get('seed')}"])
+    return names
+
+
+def dispatch_order(runs: list[Run]) -> list[Run]:
+    """The order a batch starts its runs in: exclusive runs first, in plan order (the
+    runner runs them one at a time before the rest), then the others longest first, so
+    that no long run starts last while the other jobs sit idle; ties keep plan order."""
+    exclusive = [r for r in runs if r.exclusive]
+    shared = [r for r in runs if not r.exclusive]
+    return exclusive + sorted(shared, key=lambda r: -expected_cost(r.notebook, r.params))
 
 
 def select(plan: dict, only: list[str] | None) -> list[str]:

@@ -65,7 +65,9 @@ def save_training(run_dir, result: dict) -> None:
     epochs = result["epochs"]
     metrics = pd.DataFrame(epochs) if epochs else pd.DataFrame(columns=EPOCH_COLUMNS)
     write(run_dir, "metrics", metrics)
-    summary = {k: v for k, v in result.items() if k not in ("epochs", "model", "config")}
+    write(run_dir, "steps", pd.DataFrame(result.get("steps", []),
+                                         columns=["epoch", "step", "loss"]))
+    summary = {k: v for k, v in result.items() if k not in ("epochs", "steps", "model", "config")}
     write(run_dir, "summary", summary)
     if result.get("model") is not None:
         import torch
@@ -235,7 +237,7 @@ def provenance(profile: str | None = None, results=None) -> dict:
         "hosts": sorted({s.get("host") for s in done if s.get("host")}),
         "torch": sorted({(s.get("versions") or {}).get("torch") for s in done} - {None}),
         "commits": sorted({s.get("git_commit") for s in done if s.get("git_commit")}),
-        # True: official CIFAR-10 files; False: another copy; None: not recorded by the run.
+        # True: official CIFAR-10 pixels; False: another copy; None: not recorded.
         "data_official": sorted({(s.get("data") or {}).get("official") for s in done},
                                 key=str),
         "finished_at": max((s.get("finished") for s in done if s.get("finished")), default=None),
@@ -260,6 +262,64 @@ def mean_ci(df: pd.DataFrame, by: str | list[str], value: str, level: float = 0.
     return df.groupby(by)[value].apply(one).unstack().reset_index()
 
 
+# How every chapter judges a difference; each states it once (NOISE_METHOD).
+NOISE_LEVEL = 0.95
+NOISE_METHOD = (
+    "A difference between two settings is the mean over seeds of their per-seed differences "
+    "(two runs that share a seed share their data order and, where shapes allow, their "
+    "initial weights, so pairing them cancels what the seed alone decides), with a 95% "
+    "Student-t confidence interval over those paired differences. A difference whose "
+    "interval contains zero is called within noise; with a single seed no interval exists "
+    "and nothing is judged.")
+
+
+def difference(df: pd.DataFrame, column: str, a, b, value: str, pair: str = "seed",
+               level: float = NOISE_LEVEL) -> dict:
+    """`value` at `column == a` minus at `column == b`: mean, confidence interval and verdict.
+
+    Runs that share a `pair` value (the seed) are paired and the interval is a Student-t
+    interval over the per-pair differences; without shared seeds it falls back to Welch's
+    interval for two independent samples. Returns {diff, low, high, n, paired, verdict},
+    verdict one of "higher" (a > b beyond noise), "lower", "within noise" (the interval
+    contains 0) or "unjudged" (too few runs for an interval). Runs whose value is missing
+    (a diverged run's accuracy) are left out.
+    """
+    from scipy import stats
+
+    runs = df.dropna(subset=[value])
+    ra = runs[runs[column] == a].set_index(pair)[value]
+    rb = runs[runs[column] == b].set_index(pair)[value]
+    shared = ra.index.intersection(rb.index)
+    if len(shared) >= 2:
+        d = (ra.loc[shared] - rb.loc[shared]).astype(float)
+        n, diff = len(d), d.mean()
+        half = stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n)
+        paired = True
+    elif len(ra) >= 2 and len(rb) >= 2:
+        n, diff = min(len(ra), len(rb)), ra.mean() - rb.mean()
+        va, vb = ra.var(ddof=1) / len(ra), rb.var(ddof=1) / len(rb)
+        dof = (va + vb) ** 2 / (va ** 2 / (len(ra) - 1) + vb ** 2 / (len(rb) - 1)) \
+            if va + vb > 0 else 1
+        half = stats.t.ppf(0.5 + level / 2, dof) * math.sqrt(va + vb)
+        paired = False
+    else:
+        diff = ra.mean() - rb.mean() if len(ra) and len(rb) else float("nan")
+        return {"diff": diff, "low": float("nan"), "high": float("nan"),
+                "n": min(len(ra), len(rb)), "paired": False, "verdict": "unjudged"}
+    low, high = diff - half, diff + half
+    verdict = "higher" if low > 0 else "lower" if high < 0 else "within noise"
+    return {"diff": float(diff), "low": float(low), "high": float(high), "n": int(n),
+            "paired": paired, "verdict": verdict}
+
+
+def differences(df: pd.DataFrame, column: str, reference, value: str,
+                pair: str = "seed") -> pd.DataFrame:
+    """`difference` of every other value of `column` against `reference`, one row each."""
+    others = [v for v in df[column].drop_duplicates() if v != reference]
+    return pd.DataFrame([{column: v, **difference(df, column, v, reference, value, pair)}
+                         for v in others])
+
+
 def sampling_error(n: int) -> float:
     """Standard error of an accuracy measured on `n` images, at its largest (accuracy 0.5):
     two runs of one setting can differ by a couple of these from the sample alone."""
@@ -268,18 +328,19 @@ def sampling_error(n: int) -> float:
 
 def data_note(official: pd.Series) -> str:
     """One sentence, for chapters that compare with published figures, on which CIFAR-10
-    files the runs read (their `data_official` values: True, False or None, unrecorded)."""
+    pixels the runs read (their `data_official` values: True, False or None, unrecorded)."""
     values = set(official.map(lambda v: None if pd.isna(v) else bool(v)))
     if values == {True}:
-        return "The runs read the official CIFAR-10 files (md5 sums checked)."
+        return ("The runs read the official CIFAR-10 pixels and labels, in the official order "
+                "(checked by hashing the decoded images, not the files).")
     if values == {False}:
-        return ("The runs read a copy of CIFAR-10 whose files differ from the official ones "
-                "(their md5 sums do not match; a re-encoded copy, for instance). The published "
-                "figures were measured on the official pixels, so part of any gap to them can "
-                "come from the data rather than the recipe.")
+        return ("The runs read a copy of CIFAR-10 whose pixels differ from the official ones "
+                "(a re-encoded copy, for instance). The published figures were measured on "
+                "the official pixels, so part of any gap to them can come from the data "
+                "rather than the recipe.")
     if None in values or not values:
-        return "Not every run recorded whether it read the official CIFAR-10 files."
-    return "Some runs read the official CIFAR-10 files and some another copy."
+        return "Not every run recorded whether it read the official CIFAR-10 pixels."
+    return "Some runs read the official CIFAR-10 pixels and some another copy."
 
 
 def load_weights(key: str, results=None) -> dict:
@@ -290,3 +351,49 @@ def load_weights(key: str, results=None) -> dict:
     if not path.exists():
         raise ResultsMissing(f"run {key} saved no weights (set keep_weights: true in the plan)")
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def trained_model(run, results=None):
+    """The network of a run (a row of `runs`, or its params) with the final weights it saved,
+    in eval mode on the CPU."""
+    from analysis import models, train
+
+    options = {k: run[k] for k in train.LENET_OPTIONS} if run["model"] == "lenet5" else {}
+    model = models.build_model(run["model"], **options)
+    model.load_state_dict(load_weights(run["key"], results))
+    return model.eval()
+
+
+def predictions(run, data, split: str = "test", results=None) -> pd.DataFrame:
+    """One row per image of `split` ("test" or "val") of `data` (a data.Cifar10): its index,
+    true label, the run's final network's predicted label and that prediction's probability."""
+    import torch
+
+    from analysis import data as data_module
+
+    x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+    model = trained_model(run, results)
+    probs = []
+    with torch.inference_mode():
+        for xb in x.split(1000):
+            probs.append(model(data_module.normalize(xb, data.mean, data.std)).softmax(1))
+    p = torch.cat(probs)
+    confidence, predicted = p.max(1)
+    return pd.DataFrame({"index": range(len(y)), "label": y.numpy(),
+                         "predicted": predicted.numpy(), "confidence": confidence.numpy()})
+
+
+def confusion(pred: pd.DataFrame, classes) -> pd.DataFrame:
+    """Counts of true class (rows) against predicted class (columns), every class present."""
+    names = list(classes)
+    table = pd.crosstab(pd.Categorical(pred["label"].map(dict(enumerate(names))), names),
+                        pd.Categorical(pred["predicted"].map(dict(enumerate(names))), names),
+                        dropna=False)
+    table.index.name, table.columns.name = "true class", "predicted class"
+    return table
+
+
+def per_class_accuracy(pred: pd.DataFrame, classes) -> pd.Series:
+    """Accuracy on each true class."""
+    hit = (pred["label"] == pred["predicted"]).groupby(pred["label"]).mean()
+    return hit.rename(index=dict(enumerate(classes)))

@@ -11,6 +11,11 @@ Guarantees:
   kernels exit with them); finished runs are kept and a rerun resumes.
 - A failed run records its traceback under its key and the batch goes on;
   finished and diverged runs are cached, failed ones are retried next time.
+- Runs the plan marks `exclusive` run one at a time with nothing else of the batch
+  running (locally and on Dask), before the others; the others start longest first.
+- Kernels get their CPU threads through their environment (OMP_NUM_THREADS); local
+  parallel runs share the cores, and as a batch winds down the runs still going are told
+  (a hint file, see `train.follow_thread_hint`) to take the threads of finished ones.
 """
 import contextlib
 import fcntl
@@ -33,6 +38,7 @@ from pathlib import Path
 from analysis import paths, plan
 from analysis.data import FOLDER
 from analysis.results import DONE, read_json, write
+from analysis.train import THREADS_FILE_ENV
 
 LIBRARIES = ("torch", "torchvision", "numpy", "pandas", "papermill", "fvcore")
 
@@ -65,43 +71,37 @@ def data_fingerprint(data_root: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.iterdir()):
         if f.is_file() and not f.name.startswith("."):
-            h.update(f"{f.name}:{_digests(f)[0]}".encode())
+            h.update(f"{f.name}:{_sha256(f)}".encode())
     return h.hexdigest()[:16]
 
 
-def _digests(path: Path) -> tuple[str, str]:
-    """(sha256, md5) of a file: the key's hash and the one torchvision's list of the
-    official files uses, from one read, once per process and version of the file."""
+def _sha256(path: Path) -> str:
+    """A file's SHA-256, read once per process and version of the file."""
     st = path.stat()
-    return _read_digests(path.resolve(), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    return _read_sha256(path.resolve(), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @functools.cache
-def _read_digests(path: Path, size: int, mtime_ns: int, ctime_ns: int) -> tuple[str, str]:
-    sha, md5 = hashlib.sha256(), hashlib.md5()
+def _read_sha256(path: Path, size: int, mtime_ns: int, ctime_ns: int) -> str:
+    h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
-            sha.update(block)
-            md5.update(block)
-    return sha.hexdigest(), md5.hexdigest()
+            h.update(block)
+    return h.hexdigest()
 
 
 def data_identity(data_root: Path) -> dict:
-    """What a run records about its data: the fingerprint in its key, and whether the files
-    are byte for byte the official CIFAR-10 (torchvision's md5 list).
+    """What a run records about its data: the fingerprint in its key, and whether the pixels
+    are the official CIFAR-10 ones (hashes of the decoded arrays, `data.is_official`).
 
     Published accuracies were measured on the official pixels; a re-encoded copy (a JPEG
     one, say) trains the same code to different numbers, so runs record which they saw.
     """
-    return {"fingerprint": data_fingerprint(data_root), "official": is_official(data_root)}
+    from analysis import data
 
-
-def is_official(data_root: Path) -> bool:
-    from torchvision.datasets import CIFAR10
-
-    folder = Path(data_root) / FOLDER
-    return all((folder / name).is_file() and _digests(folder / name)[1] == md5
-               for name, md5 in CIFAR10.train_list + CIFAR10.test_list)
+    pixels = data.pixel_hashes(data_root)
+    return {"fingerprint": data_fingerprint(data_root), "pixels_sha256": pixels,
+            "official": pixels == data.OFFICIAL_PIXELS}
 
 
 def ensure_data(data_root: Path, explicit: bool, download: bool = True) -> None:
@@ -178,8 +178,13 @@ def is_done(results: Path, key: str) -> bool:
 
 
 def execute(run: dict, results: Path, data_root: Path, force: bool = False,
-            experiments_dir: Path = paths.EXPERIMENTS_DIR) -> Outcome:
-    """Run one notebook (a plan.Run record) into results/runs/<key>; never raises."""
+            experiments_dir: Path = paths.EXPERIMENTS_DIR, threads: int | None = None,
+            threads_file: Path | None = None) -> Outcome:
+    """Run one notebook (a plan.Run record) into results/runs/<key>; never raises.
+
+    `threads`: the CPU threads the runner gives a run the plan gives none (see
+    `kernel_threads`); `threads_file`: a file the kernel rereads for that number each epoch.
+    """
     import papermill
 
     results, key = Path(results), run["key"]
@@ -202,6 +207,7 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
                 str(Path(experiments_dir) / run["notebook"]), str(tmp / "notebook.ipynb"),
                 parameters={**run["params"], "run_dir": str(tmp), "data_dir": str(data_root)},
                 cwd=str(paths.PROJECT_ROOT), kernel_name="python3", progress_bar=False,
+                kernel_manager_class=_kernel_manager(_kernel_env(run, threads, threads_file)),
                 # The kernel's start-up warnings would drown the progress bar, and so would
                 # the "KeyboardInterrupt caught in kernel" ERROR that ipykernel logs when
                 # jupyter_client's shutdown interrupts it; cell errors still reach papermill.
@@ -219,6 +225,50 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
         write(tmp, "status", status)
         _publish(tmp, final)
         return Outcome(key, status["status"], status["seconds"], status.get("error"), experiments)
+
+
+def kernel_threads(run: dict, share: int | None = None) -> int | None:
+    """The CPU threads a run's kernel gets (None: it inherits this process's setting).
+
+    In order: the plan's `threads`; every core of this machine for an exclusive run (the
+    machine is its own, whatever OMP_NUM_THREADS says: a Dask worker sets it to 1); the
+    user's OMP_NUM_THREADS, which a share the runner chose never overrides; else `share`.
+    """
+    if run.get("threads"):
+        return run["threads"]
+    if run.get("exclusive"):
+        return os.cpu_count() or 1
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    return share
+
+
+def _shares_cores(run: dict) -> bool:
+    """Whether the runner may change a run's threads while it runs (see `kernel_threads`)."""
+    return not (run.get("threads") or run.get("exclusive") or os.environ.get("OMP_NUM_THREADS"))
+
+
+def _kernel_env(run: dict, share: int | None, threads_file: Path | None) -> dict:
+    threads = kernel_threads(run, share)
+    env = {} if threads is None else {"OMP_NUM_THREADS": str(threads)}
+    if threads_file is not None:
+        env[THREADS_FILE_ENV] = str(threads_file)
+    return env
+
+
+def _kernel_manager(env: dict):
+    """A kernel manager class whose kernels see `env` on top of this process's environment.
+
+    Handed to the kernel rather than set in os.environ, as a Dask worker runs several runs
+    in threads of one process, each with its own thread count."""
+    from jupyter_client import AsyncKernelManager  # nbclient's default kernel manager
+
+    class KernelManager(AsyncKernelManager):
+        async def start_kernel(self, **kw):
+            kw["env"] = {**kw.get("env", os.environ), **env}
+            return await super().start_kernel(**kw)
+
+    return KernelManager
 
 
 def _last_line(e: Exception) -> str:
@@ -292,24 +342,34 @@ def prepare(profile: str | None, data_dir=None, results_dir=None, only=None, see
 def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, force=False,
               dask_address: str | None = None, progress=True,
               experiments_dir: Path = paths.EXPERIMENTS_DIR) -> list[Outcome]:
-    """Execute runs (skipping finished ones) with a progress bar; return one Outcome each."""
+    """Execute runs (skipping finished ones) with a progress bar; return one Outcome each.
+
+    Exclusive runs go first, one at a time, with nothing else of the batch running; then
+    the others, longest first (`plan.dispatch_order`).
+    """
     from tqdm.auto import tqdm
 
     results.mkdir(parents=True, exist_ok=True)
     sweep_stale(results)
-    todo = [r.record() for r in runs]
+    ordered = plan.dispatch_order(runs)
+    exclusive = [r.record() for r in ordered if r.exclusive]
+    shared = [r.record() for r in ordered if not r.exclusive]
+    todo = exclusive + shared
     # A bar on a terminal; in a log (quarto's pre-render, CI) one line per run instead.
     live = progress and sys.stderr.isatty()
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not live)
     outcomes = []
+    names = plan.labels(runs)
+    eta = TimeLeft({r["key"]: plan.expected_cost(r["notebook"], r["params"]) for r in todo})
 
     def done(outcome: Outcome):
         outcomes.append(outcome)
-        what = f"{','.join(outcome.experiments)} {outcome.status}"
+        what = f"{names.get(outcome.key, ','.join(outcome.experiments))} {outcome.status}"
+        left = eta.done(outcome.key, cached=outcome.status == "cached")
         bar.update(1)
-        bar.set_postfix_str(f"last: {what}", refresh=False)
+        bar.set_postfix_str(f"{left}; last: {what}", refresh=False)
         if progress and not live and outcome.status != "cached":
-            print(f"[{len(outcomes)}/{len(todo)}] {what} ({outcome.seconds:.0f} s)",
+            print(f"[{len(outcomes)}/{len(todo)}] {what} ({outcome.seconds:.0f} s; {left})",
                   file=sys.stderr, flush=True)
 
     if dask_address:
@@ -323,20 +383,67 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
                 "as tcp://HOST:PORT (`dask scheduler` prints it), or drop --dask to run "
                 "here") from None
         with client:
+            # Each exclusive run is submitted alone and awaited before anything else is
+            # submitted: the runner cannot see the workers, only what it submitted itself.
+            for r in exclusive:
+                done(client.submit(execute, r, results, data_root, force, experiments_dir,
+                                   pure=False).result())
             futures = [client.submit(execute, r, results, data_root, force, experiments_dir,
                                      pure=False)
-                       for r in todo]
+                       for r in shared]
             for fut in as_completed(futures):
                 done(fut.result())
     elif jobs > 1:
-        # Kernels share the cores instead of oversubscribing them.
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        _in_processes(todo, jobs, done, (results, data_root, force, experiments_dir, threads))
+        # A barrier: the exclusive runs first, one at a time, then the rest in parallel.
+        # Simpler than holding slots empty mid-batch, and first rather than last so a
+        # latency measurement is not left waiting behind the batch's longest run; the idle
+        # slots cost little, as the runs that measure latency are short.
+        _in_processes(exclusive, 1, done, (results, data_root, force, experiments_dir))
+        _in_processes(shared, jobs, done, (results, data_root, force, experiments_dir))
     else:
         for r in todo:
             done(execute(r, results, data_root, force, experiments_dir))
     bar.close()
     return outcomes
+
+
+class TimeLeft:
+    """Estimated time left in a batch, from the plan's cost estimates (`plan.expected_cost`)
+    and the pace of the runs executed so far: elapsed x (cost left / cost done). A run's
+    fixed cost (kernel, imports, data) counts as FIXED_COST multiply-accumulates, so that
+    runs of no training cost (0 epochs, cost tables) still count."""
+
+    FIXED_COST = 2e10  # roughly what a LeNet-5 run trains in its fixed ~5 s on one core
+
+    def __init__(self, costs: dict[str, float]):
+        self.left = {key: cost + self.FIXED_COST for key, cost in costs.items()}
+        self.spent = 0.0
+        self.start = time.time()
+
+    def done(self, key: str, cached: bool = False) -> str:
+        cost = self.left.pop(key, 0.0)
+        if not cached:  # a cached run took no time: it is no work left, nor any pace
+            self.spent += cost
+        return self.text()
+
+    def seconds(self) -> float | None:
+        if not self.spent:
+            return None
+        return (time.time() - self.start) * sum(self.left.values()) / self.spent
+
+    def text(self) -> str:
+        s = self.seconds()
+        if not self.left:
+            return "done"
+        return "time left unknown yet" if s is None else f"about {_duration(s)} left"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _in_processes(todo: list[dict], jobs: int, done, args: tuple) -> None:
@@ -345,44 +452,84 @@ def _in_processes(todo: list[dict], jobs: int, done, args: tuple) -> None:
     Processes, not threads, so that Ctrl-C can stop runs in flight: the children ignore
     SIGINT, and on any interruption the parent kills them (their kernels notice their
     parent is gone and exit); a killed run leaves only its `.tmp-` folder, swept next time.
+    Runs whose threads the runner chooses get `thread_share` of the cores at start, and a
+    hint file that is rewritten as the batch winds down (`train.follow_thread_hint`).
     """
     import multiprocessing
     from multiprocessing.connection import wait
 
     ctx = multiprocessing.get_context("fork")  # no re-import of the caller's __main__
+    cpus = os.cpu_count() or 1
     pending, running = list(todo), {}
     try:
         while pending or running:
-            while pending and len(running) < jobs:
-                run = pending.pop(0)
+            starting = pending[:jobs - len(running)]
+            del pending[:len(starting)]
+            share = thread_share(cpus, jobs, len(running) + len(starting), len(pending))
+            for run in starting:
+                hint = _threads_file(args[0], run) if _shares_cores(run) else None
+                if hint:
+                    _write_threads(hint, share)
                 reader, writer = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_child, args=(writer, run, *args), daemon=True)
+                process = ctx.Process(target=_child, args=(writer, run, *args, share, hint),
+                                      daemon=True)
                 process.start()
                 writer.close()
-                running[reader] = (process, run)
+                running[reader] = (process, run, hint)
+            if not pending:  # the batch winds down: finished runs' threads to the rest
+                for _, _, hint in running.values():
+                    if hint:
+                        _write_threads(hint, share)
             for reader in wait(list(running)):
-                process, run = running.pop(reader)
+                process, run, hint = running.pop(reader)
                 try:
                     outcome = reader.recv()
                 except EOFError:  # killed, or out of memory: only this run fails
                     outcome = None
                 process.join()
+                if hint:
+                    hint.unlink(missing_ok=True)
                 done(outcome or Outcome(
                     run["key"], "failed", experiments=tuple(run["experiments"]),
                     error=f"runner process died (exit code {process.exitcode})"))
     finally:
-        for process, _ in running.values():
+        for process, _, _ in running.values():
             process.terminate()
-        for process, _ in running.values():
+        for process, _, hint in running.values():
             process.join(timeout=10)
+            if hint:
+                hint.unlink(missing_ok=True)
 
 
-def _child(writer, run, results, data_root, force, experiments_dir, threads) -> None:
+def thread_share(cpus: int, jobs: int, running: int, pending: int) -> int:
+    """CPU threads for each of `running` local runs, while `pending` more wait for a slot.
+
+    While runs wait, every slot is soon busy again: each run gets an even share of the
+    cores among `jobs`, also one that starts while others run. Once none waits, the cores
+    of finished runs go to the runs still going, down to every core for the last one.
+    """
+    slots = jobs if pending else min(running, jobs)
+    return max(1, cpus // max(1, slots))
+
+
+def _threads_file(results: Path, run: dict) -> Path:
+    # Per runner process too: another runner waiting for the same run must not touch it.
+    return Path(results) / "locks" / f"{run['key']}.{os.getpid()}.threads"
+
+
+def _write_threads(path: Path, threads: int) -> None:
+    """Replace the hint in one rename, so the kernel never reads half a number."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(str(threads))
+    tmp.replace(path)
+
+
+def _child(writer, run, results, data_root, force, experiments_dir, share, hint) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    writer.send(execute(run, results, data_root, force, experiments_dir))
+    writer.send(execute(run, results, data_root, force, experiments_dir, share, hint))
 
 
 def summarize(outcomes: list[Outcome], wall: float, results: Path) -> str:
@@ -414,12 +561,14 @@ def status_rows(results: Path, runs: list) -> list[dict]:
                 same = (p.get("notebook"), json.dumps(p.get("params"), sort_keys=True))
                 by_params.setdefault(same, []).append(d.name)
     rows = []
+    names = plan.labels(runs)
     for r in runs:
         record = read_json(results / "runs" / r.key / "status.json")
         st = record.get("status")
         state = "cached" if st in DONE else ("failed" if st == "failed" else "missing")
         stale = by_params.get((r.notebook, json.dumps(r.params, sort_keys=True)), [])
-        rows.append({"key": r.key, "experiments": ",".join(r.experiments), "state": state,
+        rows.append({"key": r.key, "run": names[r.key], "experiments": ",".join(r.experiments),
+                     "state": state,
                      "result": st or "", "stale": len(stale), "seed": r.params.get("seed"),
                      "error": record.get("error") if st == "failed" else None})
     return rows
@@ -465,13 +614,13 @@ def cli(args) -> int:
 
 def print_status(rows: list[dict], profile: str, results: Path) -> None:
     print(f"profile {profile}: {len(rows)} runs planned, results in {results}")
-    print(f"{'experiments':40s} {'seed':>4s} {'key':16s} {'state':8s} {'result':9s} stale")
-    for row in sorted(rows, key=lambda r: (r["experiments"], str(r["seed"]))):
-        seed = "" if row["seed"] is None else str(row["seed"])
-        print(f"{row['experiments'][:40]:40s} {seed:>4s} {row['key']} {row['state']:8s} "
+    width = max([len(r["run"]) for r in rows] + [3])
+    print(f"{'run':{width}s} {'key':16s} {'state':8s} {'result':9s} stale")
+    for row in sorted(rows, key=lambda r: r["run"]):
+        print(f"{row['run']:{width}s} {row['key']} {row['state']:8s} "
               f"{row['result']:9s} {row['stale'] or ''}")
         if row["error"]:
-            print(f"{'':46s}error: {row['error']}")
+            print(f"{'':{width + 18}s}error: {row['error']}")
     states = [r["state"] for r in rows]
     print(f"cached {states.count('cached')}, missing {states.count('missing')}, "
           f"failed {states.count('failed')}, stale {sum(r['stale'] > 0 for r in rows)}")

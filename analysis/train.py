@@ -16,6 +16,7 @@ seeded likewise draws the batch order and the augmentations.
 import copy
 import difflib
 import math
+import os
 import time
 from dataclasses import dataclass, replace
 from numbers import Integral, Real
@@ -61,6 +62,9 @@ DEFAULTS = {
 MODELS = ("lenet5", "resnet20", "plain20")
 LENET_OPTIONS = ("activation", "batch_norm", "dropout", "init")
 EVAL_BATCH = 1000  # large enough to amortise per-call overhead, small enough for CPU caches
+# Names a file holding the number of CPU threads this run may use; the runner rewrites it
+# when other runs of its batch finish and their cores fall idle.
+THREADS_FILE_ENV = "DLBOOK_THREADS_FILE"
 
 
 class ConfigError(ValueError):
@@ -277,7 +281,7 @@ def train_epoch(engine: Engine, epoch: int) -> dict:
     batches = order.to(device).split(cfg["batch_size"])
     if len(batches) > 1 and len(batches[-1]) == 1:
         batches = batches[:-1]  # batch norm cannot train on a single image
-    losses = torch.zeros(len(batches), device=device)
+    losses = torch.zeros(len(batches), device=device)  # per step, summed over the batch
     correct = torch.zeros((), dtype=torch.int64, device=device)
 
     model.train()
@@ -301,12 +305,14 @@ def train_epoch(engine: Engine, epoch: int) -> dict:
         correct += (out.argmax(1) == y).sum()
 
     finite = torch.isfinite(losses)
-    seen = sum(len(idx) for idx in batches)
+    sizes = torch.tensor([len(idx) for idx in batches], dtype=losses.dtype)
+    seen = int(sizes.sum())
     return {
         "train_loss": losses.sum().item() / seen,
         "train_acc": correct.item() / seen,
         "lr": lr,
         "diverged_step": None if finite.all() else int((~finite).nonzero()[0]) + 1,
+        "step_losses": (losses.cpu() / sizes).tolist(),  # one read per epoch, no sync per step
     }
 
 
@@ -325,6 +331,28 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return loss.item() / len(y), correct.item() / len(y)
 
 
+def follow_thread_hint() -> None:
+    """Use as many CPU threads as the runner's hint file ($DLBOOK_THREADS_FILE) says.
+
+    Read once an epoch, so a run that started beside others speeds up once it runs alone.
+    A missing, unreadable or garbled file keeps the current count: a hint never fails a run.
+    Another thread count can round sums differently (ResNet-20's losses move in the fourth
+    digit, LeNet-5's not at all), as a different --jobs always could.
+    """
+    path = os.environ.get(THREADS_FILE_ENV)
+    if not path:
+        return
+    try:
+        with open(path) as fh:
+            threads = int(fh.read().strip())
+    except (OSError, ValueError):
+        return
+    # More threads than cores never helps, and a garbled huge number must not fail the run.
+    threads = min(threads, os.cpu_count() or 1)
+    if threads >= 1 and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+
+
 def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
           progress: bool = True) -> dict:
     """Train one model as `config` says (see DEFAULTS) and return its metrics.
@@ -337,7 +365,8 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
     completed epoch: epoch, train_loss, train_acc (running, on augmented batches),
     val_loss, val_acc, clean_train_loss, clean_train_acc (eval mode, unaugmented, on
     as many training images as the validation split has), lr, seconds; the epoch
-    that diverged is not included), best_epoch and
+    that diverged is not included), steps (the mean loss of every training step, as
+    {epoch, step, loss}, the diverged epoch's included), best_epoch and
     best_val_acc (None without a completed epoch), test {final, best} each
     {loss, acc} (None values when there are no such weights: final of a
     diverged run, best of a run without completed epochs), sizes of the
@@ -360,12 +389,15 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
     # running train_acc is measured on augmented batches while the weights move, so it
     # understates how well the training set is fit, and the overfitting gap needs this one.
     probe = slice(0, min(len(data.val_y), len(data.train_y)))
-    epochs, best, best_model, diverged_at = [], None, None, None
+    epochs, steps, best, best_model, diverged_at = [], [], None, None, None
     bar = tqdm(range(1, cfg["epochs"] + 1), disable=not progress, leave=False, unit="epoch",
                desc=f"{cfg['model']} {cfg['optimizer']} lr={cfg['lr']:g} seed={cfg['seed']}")
     for epoch in bar:
+        follow_thread_hint()
         epoch_start = time.perf_counter()
         stats = train_epoch(engine, epoch)
+        steps += [{"epoch": epoch, "step": i, "loss": loss if math.isfinite(loss) else None}
+                  for i, loss in enumerate(stats["step_losses"], start=1)]
         if stats["diverged_step"] is not None:
             diverged_at = {"epoch": epoch, "step": stats["diverged_step"]}
             break
@@ -395,6 +427,7 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
         "diverged_at": diverged_at,
         "init": {"val_loss": init_loss, "val_acc": init_acc},
         "epochs": epochs,
+        "steps": steps,
         "best_epoch": best["epoch"] if best else None,
         "best_val_acc": best["val_acc"] if best else None,
         "test": {"final": final, "best": best_test},

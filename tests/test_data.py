@@ -169,3 +169,77 @@ def test_augment_is_reproducible_with_a_seeded_generator():
 
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
+
+
+# ---------------------------------------------------------------- pixel identity and cache
+
+def _pixels_from_pickles(folder, names):
+    """The official-layout (N, 3072) array straight from the batch files."""
+    rows = []
+    for name in names:
+        with open(folder / name, "rb") as f:
+            rows.append(np.asarray(pickle.load(f, encoding="bytes")[b"data"], dtype=np.uint8))
+    return np.concatenate(rows)
+
+
+def test_pixel_hashes_are_sha256_of_the_official_layout(fake_data_dir):
+    import hashlib
+
+    from analysis import data
+
+    folder = fake_data_dir / FOLDER
+    train = _pixels_from_pickles(folder, data.TRAIN_FILES)
+    test = _pixels_from_pickles(folder, [data.TEST_FILE])
+    assert data.pixel_hashes(fake_data_dir) == {
+        "train": hashlib.sha256(train.tobytes()).hexdigest(),
+        "test": hashlib.sha256(test.tobytes()).hexdigest()}
+
+
+def test_official_means_the_official_pixel_hashes(fake_data_dir, monkeypatch):
+    from analysis import data
+
+    # The published values, as the data's README gives them.
+    assert data.OFFICIAL_PIXELS["train"].startswith("9d5c2edd")
+    assert data.OFFICIAL_PIXELS["test"].startswith("177777c3")
+    assert not data.is_official(fake_data_dir)  # generated pixels are not CIFAR-10's
+    monkeypatch.setattr(data, "OFFICIAL_PIXELS", data.pixel_hashes(fake_data_dir))
+    assert data.is_official(fake_data_dir)
+    assert not data.is_official(fake_data_dir.parent / "nowhere")
+
+
+def test_decoded_arrays_are_cached_and_an_edited_file_is_read_again(tmp_path, monkeypatch):
+    from analysis import data, paths
+
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    root = data.write_fake_cifar10(tmp_path / "d", n_train=100, n_test=20)
+    first = load_cifar10(root)
+    cached = list((tmp_path / "cache").glob("cifar10-*.npz"))
+    assert len(cached) == 1
+    data._decoded.cache_clear()  # a new process: read from the cache file, same arrays
+    again = load_cifar10(root)
+    assert torch.equal(first.train_x, again.train_x) and torch.equal(first.test_y, again.test_y)
+    # Rewrite one batch with other pixels: a new key, the new pixels, never the stale ones.
+    before = data.pixel_hashes(root)
+    data.write_fake_cifar10(tmp_path / "d", n_train=100, n_test=20, seed=1)
+    assert data.pixel_hashes(root) != before
+    assert not torch.equal(load_cifar10(root).test_x, first.test_x)
+
+
+def test_a_damaged_cache_file_is_ignored(tmp_path, monkeypatch):
+    from analysis import data, paths
+
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    root = data.write_fake_cifar10(tmp_path / "d", n_train=100, n_test=20)
+    good = load_cifar10(root)
+    (cached,) = (tmp_path / "cache").glob("cifar10-*.npz")
+    cached.write_bytes(cached.read_bytes()[:1000])  # cut short, as by a full disk
+    data._decoded.cache_clear()
+    assert torch.equal(load_cifar10(root).train_x, good.train_x)
+
+
+def test_channel_stats_match_a_float64_reference():
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    mean, std = channel_stats(x)
+    ref = x.double() / 255
+    assert torch.allclose(mean.double(), ref.mean((0, 2, 3)), atol=1e-6)
+    assert torch.allclose(std.double(), ref.std((0, 2, 3), correction=0), atol=1e-6)

@@ -1,6 +1,7 @@
 """Model costs: fvcore's counts against known parameter counts, hand formulas and
 PyTorch's own FlopCounterMode; the depthwise-separable table; the `dlbook flops`
 command; and the costs notebook on tiny settings."""
+import json
 import re
 from pathlib import Path
 
@@ -173,13 +174,108 @@ def test_costs_notebook_writes_latency(tmp_path):
     papermill.execute_notebook(
         str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name="python3", progress_bar=False,
         parameters={"run_dir": str(run_dir), "batch_sizes": [2], "min_run_time": 0.001,
-                    "threads": 1, "device": "cpu"})
-    latency = pd.read_csv(run_dir / "latency.csv")
+                    "threads": 1, "device": "cpu", "matmul_size": 64, "copy_mib": 1,
+                    "retries": 0})
+    latency = pd.read_csv(run_dir / "latency.csv", keep_default_na=False)
     assert set(latency["scope"]) == {"layer", "network"}
     assert set(latency["pass"]) == {"forward", "forward+backward"}
     assert len(latency) == 2 * (6 + 1)  # 6 layer shapes + the network, two passes
     assert (latency["speedup"] > 0).all() and latency["cpu"].notna().all()
     assert (run_dir / "layers.csv").exists() and (run_dir / "hardware.json").exists()
+    assert {"standard_spread", "separable_spread", "attempts", "flag"} <= set(latency.columns)
+    ceilings = json.loads((run_dir / "ceilings.json").read_text())
+    assert set(ceilings) == {"cpu"} and ceilings["cpu"]["matmul_size"] == 64
+    assert ceilings["cpu"]["peak_gmacs"] > 0 and ceilings["cpu"]["bandwidth_gbs"] > 0
+
+
+def _latency_rows(rows):
+    """A latency table of made-up times: (shape, pass, standard_s, standard_spread,
+    separable_s, separable_spread) per row, one device and batch size."""
+    cols = ["shape", "pass", "standard_s", "standard_spread", "separable_s", "separable_spread"]
+    df = pd.DataFrame(rows, columns=cols)
+    df.insert(0, "scope", "layer")
+    df.insert(0, "batch", 4)
+    df.insert(0, "device", "cpu")
+    return df
+
+
+def test_latency_problems_on_made_up_numbers():
+    df = _latency_rows([
+        ("sane", "forward", 1.0, 0.02, 0.5, 0.05),
+        ("sane", "forward+backward", 3.0, 0.02, 1.5, 0.05),
+        # separable forward+backward below its own forward: both rows are suspect
+        ("slower", "forward", 1.0, 0.02, 0.5, 0.02),
+        ("slower", "forward+backward", 3.0, 0.02, 0.4, 0.02),
+        # the standard form's repeats spread 30% around their median
+        ("noisy", "forward", 1.0, 0.30, 0.5, 0.02),
+        ("noisy", "forward+backward", 3.0, 0.02, 1.5, 0.02),
+        # a spread exactly at the bound passes; equal times pass too
+        ("edge", "forward", 1.0, 0.10, 0.5, 0.02),
+        ("edge", "forward+backward", 1.0, 0.02, 0.5, 0.02),
+    ])
+    # The same shape at another batch size is another measurement: not compared.
+    other = _latency_rows([("sane", "forward", 9.0, 0.0, 9.0, 0.0),
+                           ("sane", "forward+backward", 10.0, 0.0, 10.0, 0.0)]).assign(batch=8)
+    df = pd.concat([df, other], ignore_index=True)
+    flags = flops.latency_problems(df, max_spread=0.1)
+    assert flags.name == "flag" and list(flags.index) == list(df.index)
+    assert list(flags) == [
+        "", "",
+        "separable forward+backward faster than forward",
+        "separable forward+backward faster than forward",
+        "standard spread 30.0% > 10%", "",
+        "", "",
+        "", "",
+    ]
+    # A looser bound lets the noisy row pass; a stricter one catches the edge row too.
+    assert flops.latency_problems(df, max_spread=0.5)[4] == ""
+    assert flops.latency_problems(df, max_spread=0.05)[6] == "standard spread 10.0% > 5%"
+    # Both checks failing on one row: both reasons, in one string.
+    both = df.copy()
+    both.loc[3, "separable_spread"] = 0.2
+    assert flops.latency_problems(both)[3] == ("separable forward+backward faster than forward; "
+                                               "separable spread 20.0% > 10%")
+
+
+def test_attainable_is_the_lower_of_the_two_roofs():
+    # peak 100 GMAC/s, 20 GB/s: ridge at 5 MACs per byte
+    assert flops.attainable(1.0, 100.0, 20.0) == 20.0  # memory-bound: 20 GB/s x 1 MAC/B
+    assert flops.attainable(5.0, 100.0, 20.0) == 100.0  # at the ridge, both roofs meet
+    assert flops.attainable(50.0, 100.0, 20.0) == 100.0  # compute-bound
+    assert list(flops.attainable([0.5, 2.0, 10.0], 100.0, 20.0)) == [10.0, 40.0, 100.0]
+
+
+def test_time_module_gives_median_and_spread():
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+    t = flops.time_module(conv, torch.zeros(2, 4, 8, 8), backward=True, min_run_time=0.001,
+                          repeats=3)
+    assert isinstance(t, flops.Timing)
+    assert 0 < t.median < 1 and 0 <= t.spread < float("inf")
+
+
+def test_ceilings_on_tiny_sizes():
+    c = flops.ceilings(threads=1, matmul_size=64, copy_mib=1, min_run_time=0.001, repeats=3)
+    assert c["matmul_size"] == 64 and c["copy_bytes"] == 2**20 and c["threads"] == 1
+    for key in ("peak_gmacs", "bandwidth_gbs", "ridge", "peak_spread", "bandwidth_spread"):
+        assert isinstance(c[key], float) and 0 <= c[key] < float("inf"), key
+    assert c["peak_gmacs"] > 0 and c["bandwidth_gbs"] > 0
+    assert c["ridge"] == pytest.approx(c["peak_gmacs"] / c["bandwidth_gbs"])
+
+
+def test_latency_table_flags_and_measures_again():
+    """Tiny settings; a negative bound flags every row, so each is measured 1 + retries
+    times and keeps its flag. The chapter's columns are all there."""
+    df = flops.latency_table([2], threads=1, min_run_time=0.001, device="cpu",
+                             max_spread=-1.0, retries=1, repeats=3)
+    assert len(df) == 2 * (6 + 1)
+    assert (df["attempts"] == 2).all() and df["flag"].str.contains("spread").all()
+    chapter_columns = {"device", "threads", "batch", "scope", "shape", "count", "pass",
+                       "macs_standard", "macs_separable", "mac_ratio", "intensity_standard",
+                       "intensity_separable", "standard_s", "standard_spread", "separable_s",
+                       "separable_spread", "speedup", "flag"}
+    assert chapter_columns <= set(df.columns)
+    assert (df["standard_s"] > 0).all() and (df["separable_s"] > 0).all()
+    assert df["speedup"].equals(df["standard_s"] / df["separable_s"])
 
 
 @pytest.mark.parametrize("argv, message", [

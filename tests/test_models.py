@@ -84,7 +84,11 @@ def test_init_gives_the_specified_weight_std_and_zero_biases(init, std):
     assert weight_std(model, 2) == pytest.approx(std(400, 120), rel=0.03)
     assert weight_std(model, 1) == pytest.approx(std(150, 400), rel=0.06)
     layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    assert all((m.bias == 0).all() for m in layers)
+    assert all((m.bias == 0).all() for m in layers[:-1])
+    # The output layer (fc 84 -> 10) keeps PyTorch's default: uniform, std 1/sqrt(3 fan_in),
+    # with a bias that is not zero.
+    assert weight_std(model, -1) == pytest.approx(1 / math.sqrt(3 * 84), rel=0.15)
+    assert (layers[-1].bias != 0).any()
 
 
 def test_default_init_is_pytorchs():

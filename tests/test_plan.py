@@ -104,6 +104,14 @@ def _write(tmp_path, p):
     (lambda p: p["experiments"]["lenet-baseline"].update(params={"seed": 3}),
      r"experiments\.lenet-baseline\.params: 'seed' is set by the runner"),
     (lambda p: p["profiles"]["cpu"].pop("seeds"), r"profiles\.cpu\.seeds: expected"),
+    (lambda p: p["experiments"]["resnet20"].update(exclusive="yes"),
+     r"experiments\.resnet20\.exclusive: expected true or false, got 'yes'"),
+    (lambda p: p["experiments"]["resnet20"].update(threads=0),
+     r"experiments\.resnet20\.threads: expected a whole number of CPU threads >= 1"),
+    (lambda p: p["experiments"]["resnet20"].update(threads="4"),
+     r"experiments\.resnet20\.threads: .*got '4'"),
+    (lambda p: p["experiments"]["resnet20"].update(threads=True),
+     r"experiments\.resnet20\.threads: .*got True"),
     (lambda p: p.update(experiments=None), r"experiments: expected a mapping"),
     (lambda p: p.update(profiles=["smoke", "cpu", "full"]), r"profiles: expected a mapping"),
 ])
@@ -167,3 +175,57 @@ def test_every_import_spelling_reaches_the_key(code, modules):
 
 def test_a_bare_package_import_counts_every_module():
     assert {"train", "data", "models", "flops"} <= plan._imported_modules("import analysis")
+
+
+def test_exclusive_and_threads_schedule_runs_without_changing_their_keys(real_plan):
+    before = plan.expand(real_plan, "cpu", "data", only=["lenet-baseline", "lenet-init-schemes"])
+    p = copy.deepcopy(real_plan)
+    p["experiments"]["lenet-init-schemes"].update(exclusive=True, threads=2)
+    after = plan.expand(p, "cpu", "data", only=["lenet-baseline", "lenet-init-schemes"])
+    assert [r.key for r in after] == [r.key for r in before]
+    by_key = {r.key: r for r in after}
+    for r in after:
+        # The run both experiments share is scheduled for the one that asks more.
+        assert (r.exclusive, r.threads) == (True, 2), r.experiments
+        assert r.record()["exclusive"] is True and r.record()["threads"] == 2
+        assert plan.Run(**r.record()) == by_key[r.key]  # the index's records round-trip
+    plain = plan.expand(real_plan, "cpu", "data", only=["lenet-baseline"])[0]
+    assert (plain.exclusive, plain.threads) == (False, None)
+
+
+def test_latency_runs_are_exclusive(real_plan):
+    runs = plan.expand(real_plan, "cpu", "data", only=["depthwise-latency"])
+    assert runs and all(r.exclusive for r in runs)
+
+
+def _run(name, notebook="train.ipynb", exclusive=False, **params):
+    return plan.Run(key=name, notebook=notebook, params=params, exclusive=exclusive)
+
+
+def test_expected_cost_is_epochs_times_images_times_macs():
+    def cost(**params):
+        return plan.expected_cost("train.ipynb", {"model": "lenet5", "val_size": 5000, **params})
+
+    one = cost(epochs=1, subset=600)
+    assert one > 0
+    assert cost(epochs=4, subset=600) == 4 * one
+    # No subset: the 45,000 training images left after the validation hold-out.
+    assert cost(epochs=1, subset=None) == pytest.approx(one * 45000 / 600)
+    assert cost(epochs=0, subset=600) == pytest.approx(0.2 * one)
+    resnet = cost(model="resnet20", epochs=1, subset=600)
+    assert resnet > 50 * one  # ResNet-20 needs about 60 times LeNet-5's MACs per image
+    assert plan.expected_cost("costs.ipynb", {"epochs": 10}) == 0
+
+
+def test_dispatch_order_is_exclusive_first_then_longest_first_stable():
+    runs = [
+        _run("lenet-a", model="lenet5", epochs=15, subset=20000),
+        _run("init", model="lenet5", epochs=0, subset=20000),
+        _run("latency", notebook="costs.ipynb", exclusive=True),
+        _run("table", notebook="costs.ipynb"),
+        _run("lenet-b", model="lenet5", epochs=15, subset=20000),
+        _run("resnet", model="resnet20", epochs=8, subset=10000),
+        _run("lenet-short", model="lenet5", epochs=2, subset=20000),
+    ]
+    order = [r.key for r in plan.dispatch_order(runs)]
+    assert order == ["latency", "resnet", "lenet-a", "lenet-b", "lenet-short", "init", "table"]

@@ -339,3 +339,175 @@ def test_saved_metrics_keep_every_epoch_key_and_a_header_without_epochs(tmp_path
     assert pd.read_csv(tmp_path / "a" / "metrics.csv")["grad_norm"].tolist() == [3.0]
     results.save_training(tmp_path / "b", {"epochs": [], "status": "finished"})
     assert list(pd.read_csv(tmp_path / "b" / "metrics.csv").columns) == results.EPOCH_COLUMNS
+
+
+# ---------------------------------------------------------------- scheduling and threads
+
+@pytest.mark.parametrize("cpus, jobs, running, pending, threads", [
+    (8, 4, 4, 3, 2),  # runs wait for a slot: an even share of the jobs' slots
+    (8, 4, 1, 3, 2),  # ... also for a run started while others still start
+    (8, 4, 4, 0, 2),  # none waits, every slot busy
+    (8, 4, 3, 0, 2),  # one finished: 8 // 3
+    (8, 4, 2, 0, 4),  # two finished: their threads go to the other two
+    (8, 4, 1, 0, 8),  # the last run gets every core
+    (8, 4, 2, 0, 4),  # fewer runs than jobs from the start
+    (2, 4, 3, 0, 1),  # never below one thread
+    (2, 4, 1, 0, 2),
+])
+def test_thread_share_gives_idle_threads_to_the_last_runs(cpus, jobs, running, pending, threads):
+    assert runner.thread_share(cpus, jobs, running, pending) == threads
+
+
+def test_kernel_threads_plan_first_then_user_then_exclusive_then_share(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert runner.kernel_threads({"threads": 3, "exclusive": True}, 2) == 3
+    assert runner.kernel_threads({"exclusive": True}, 2) == 6
+    assert runner.kernel_threads({"exclusive": False}, 2) == 2
+    assert runner.kernel_threads({}) is None  # one run at a time: the kernel's own default
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the user's choice beats the runner's share
+    assert runner.kernel_threads({}, 2) is None
+    # ... but not the plan's: an exclusive run gets every core (Dask workers set it to 1).
+    assert runner.kernel_threads({"exclusive": True}, 2) == 6
+    assert runner.kernel_threads({"threads": 3}, 2) == 3
+
+
+def test_follow_thread_hint_sets_torch_threads_and_ignores_bad_files(tmp_path, monkeypatch):
+    import torch
+
+    from analysis import train
+
+    hint = tmp_path / "run.threads"
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.delenv(train.THREADS_FILE_ENV, raising=False)
+        train.follow_thread_hint()  # no hint: nothing changes
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv(train.THREADS_FILE_ENV, str(hint))
+        train.follow_thread_hint()  # the file is not there (yet, or any more)
+        assert torch.get_num_threads() == 1
+        hint.write_text("2\n")
+        train.follow_thread_hint()
+        assert torch.get_num_threads() == min(2, os.cpu_count())
+        for garbage in ("two", "", "0", "-3", "\xff\xfe"):
+            hint.write_text(garbage)
+            train.follow_thread_hint()
+            assert torch.get_num_threads() == min(2, os.cpu_count()), garbage
+    finally:
+        torch.set_num_threads(before)
+
+
+TIMED = """
+    import os, time
+    from analysis import results
+    start = time.time()
+    time.sleep(1.0)
+    results.write(run_dir, "out", {"start": start, "end": time.time(),
+                                   "omp": os.environ.get("OMP_NUM_THREADS"),
+                                   "hint": os.environ.get("DLBOOK_THREADS_FILE")})
+"""
+
+
+def _out(results, run):
+    return json.loads((results / "runs" / run.key / "out.json").read_text())
+
+
+def _exclusive_batch(exp):
+    nb = make_notebook(exp, "timed.ipynb", TIMED)
+    first, alone, last, fixed = (plan.Run(**record(nb, v)) for v in (1, 2, 3, 4))
+    alone.exclusive, fixed.threads = True, 3
+    return [first, alone, last, fixed], alone
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_an_exclusive_run_runs_alone_first_with_every_core(env, fake_data_dir, monkeypatch,
+                                                           jobs):
+    exp, results = env
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    runs, alone = _exclusive_batch(exp)
+    outcomes = runner.run_batch(runs, results, fake_data_dir, jobs=jobs, progress=False,
+                                experiments_dir=exp)
+    assert [o.status for o in outcomes] == ["finished"] * 4
+    assert outcomes[0].key == alone.key
+    others = [_out(results, r) for r in runs if r is not alone]
+    assert _out(results, alone)["end"] <= min(o["start"] for o in others)
+    assert _out(results, alone)["omp"] == str(os.cpu_count())
+    assert _out(results, runs[3])["omp"] == "3"  # the plan's `threads`
+    shared = [_out(results, r) for r in (runs[0], runs[2])]
+    if jobs == 1:  # alone anyway: the kernel's own default, no hint to follow
+        assert [(o["omp"], o["hint"]) for o in shared] == [(None, None)] * 2
+    else:
+        assert [o["omp"] for o in shared] == [str(max(1, os.cpu_count() // 2))] * 2
+        assert all(o["hint"] for o in shared)
+    assert not list((results / "locks").glob("*.threads"))  # hints are removed after runs
+
+
+def test_dask_runs_an_exclusive_run_alone_before_the_others(env, fake_data_dir, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    exp, results = env
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    runs, alone = _exclusive_batch(exp)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                  dashboard_address=None) as cluster:
+        outcomes = runner.run_batch(runs, results, fake_data_dir, progress=False,
+                                    dask_address=cluster.scheduler_address, experiments_dir=exp)
+    assert sorted(o.status for o in outcomes) == ["finished"] * 4
+    others = [_out(results, r) for r in runs if r is not alone]
+    assert _out(results, alone)["end"] <= min(o["start"] for o in others)
+    assert _out(results, alone)["omp"] == str(os.cpu_count())
+    # Two runs at once in one worker process, each kernel with its own thread count; runs
+    # the plan gives no count keep the worker's (Dask's workers set 1).
+    assert _out(results, runs[3])["omp"] == "3"
+    assert _out(results, runs[0])["omp"] == _out(results, runs[2])["omp"] != "3"
+
+
+# Three runs, two jobs: A ends at once; C starts while B runs, so it gets a job's share;
+# B waits for C to start, then ends, and C, now alone, is told to take every core.
+HINT_A = """
+    from analysis import results
+    results.write(run_dir, "out", {{}})
+"""
+HINT_B = """
+    import pathlib, time
+    from analysis import results
+    deadline = time.time() + 120
+    while not pathlib.Path({gate!r}).exists() and time.time() < deadline:
+        time.sleep(0.1)
+    results.write(run_dir, "out", {{}})
+"""
+HINT_C = """
+    import os, pathlib, time
+    import torch
+    from analysis import results, train
+    hint = pathlib.Path(os.environ["DLBOOK_THREADS_FILE"])
+    at_start = {{"omp": os.environ["OMP_NUM_THREADS"], "hint": hint.read_text(),
+                 "torch": torch.get_num_threads()}}
+    pathlib.Path({gate!r}).touch()
+    deadline = time.time() + 120
+    while hint.read_text() != str(os.cpu_count()) and time.time() < deadline:
+        time.sleep(0.1)
+    later = hint.read_text()
+    train.follow_thread_hint()  # what train.train does at the start of every epoch
+    results.write(run_dir, "out", {{"at_start": at_start, "hint_later": later,
+                                    "torch_later": torch.get_num_threads()}})
+"""
+
+
+def test_the_last_run_is_told_to_take_the_idle_threads(env, fake_data_dir, tmp_path,
+                                                        monkeypatch):
+    cpus = os.cpu_count()
+    if cpus < 2:
+        pytest.skip("one core: there are no idle threads to hand on")
+    exp, results = env
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    gate = str(tmp_path / "c-started")
+    runs = [plan.Run(**record(make_notebook(exp, f"{name}.ipynb", body.format(gate=gate))))
+            for name, body in (("a", HINT_A), ("b", HINT_B), ("c", HINT_C))]
+    outcomes = runner.run_batch(runs, results, fake_data_dir, jobs=2, progress=False,
+                                experiments_dir=exp)
+    assert [o.status for o in outcomes] == ["finished"] * 3, [o.error for o in outcomes]
+    c = _out(results, runs[2])
+    share = str(cpus // 2)
+    assert c["at_start"] == {"omp": share, "hint": share, "torch": cpus // 2}
+    assert c["hint_later"] == str(cpus) and c["torch_later"] == cpus

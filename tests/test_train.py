@@ -118,6 +118,13 @@ def test_training_lowers_the_loss_and_reports_every_metric(fake_data):
     assert r["num_params"] == 62_006 and r["device"] == "cpu" and r["device_memory"] is None
     assert r["sizes"] == {"train": 900, "val": 100, "test": 200}
     assert r["model"] is None
+    # Every step's mean loss, 8 steps of 128 images (and one of 4) an epoch, averaging to the
+    # epoch's training loss.
+    first = [s["loss"] for s in r["steps"] if s["epoch"] == 1]
+    assert len(r["steps"]) == 3 * len(first) and len(first) == math.ceil(900 / 128)
+    sizes = [128] * (len(first) - 1) + [900 - 128 * (len(first) - 1)]
+    assert sum(x * n for x, n in zip(first, sizes, strict=True)) / 900 == pytest.approx(
+        r["epochs"][0]["train_loss"], rel=1e-5)
     json.dumps(r, allow_nan=False)
 
 
@@ -134,6 +141,10 @@ def test_a_huge_learning_rate_is_reported_as_diverged(fake_data):
     epoch, step = r["diverged_at"]["epoch"], r["diverged_at"]["step"]
     assert 1 <= epoch <= 5 and step >= 1
     assert len(r["epochs"]) == epoch - 1  # the diverged epoch is not reported
+    # ... but its steps are, up to the blow-up: the first non-finite loss is None.
+    blown = [s for s in r["steps"] if s["epoch"] == epoch]
+    assert blown[step - 1]["loss"] is None
+    assert all(s["loss"] is not None for s in blown[: step - 1])
     assert r["test"]["final"] == {"loss": None, "acc": None}
     json.dumps(r, allow_nan=False)
 
