@@ -14,9 +14,17 @@ It finds ahead of time what would break a render or leave a hole in it:
   answer (and a true/false verdict for tf-*), rests on experiments that
   `experiments/plan.yaml` defines and on evidence labels the book defines,
   and its question has a `sec-<id>` section;
+- parts: no part of `_quarto.yml` has the title of a chapter inside it (the
+  heading would appear twice);
+- citations: every `@key` that is not a cross-reference is a citation, and its
+  key is in the bibliography `_quarto.yml` names (`bibliography: references.bib`);
 - code: each chapter's python cells and inline `` `{python} expr` `` values
   run in a fresh Jupyter kernel against the existing results, every labelled
-  figure cell draws a figure and every labelled table cell shows something.
+  figure cell draws a figure and every labelled table cell shows something;
+- output: an inline value is never empty (Quarto then prints its source) nor
+  carries markdown (Quarto inserts it as plain text), no table shows pandas'
+  default integer index, and no figure is wider than the text column
+  (`COLUMN_INCHES`, the one rule for figure sizes).
 
 The Markdown reading is deliberately small: just enough of Pandoc's rules to
 tell code from prose and to find labels and references.
@@ -63,8 +71,21 @@ CAPTION_OPTIONS = ("fig-cap", "tbl-cap", "fig-subcap", "tbl-subcap")
 IMAGE_TYPES = ("image/png", "image/svg+xml", "image/jpeg", "application/pdf")
 KERNEL = "python3"
 KERNEL_STARTUP_S = 120
-# Run first in every chapter's kernel, as Quarto's own setup does.
+# Run first in every chapter's kernel, as Quarto's own setup does (with the figure
+# defaults of `figure_setup`).
 KERNEL_SETUP = "%matplotlib inline"
+
+# The width of the text column, in inches: the one rule every figure follows. The
+# typst PDF (A4, 2 cm side margins in `_quarto.yml`) has 6.7 in; the HTML body column
+# of Quarto's default book layout is about 800 px, 8.3 in at 96 px per inch. A figure
+# at most 6.5 in wide fits both at its natural size, so its fonts stay as drawn.
+# `_quarto.yml` sets `fig-width` to it, and `dlbook check` measures every figure.
+COLUMN_INCHES = 6.5
+FIGURE_DPI = 96  # Quarto's HTML default `fig-dpi`, and the checker's when _quarto.yml has none
+FIGURE_TOLERANCE_INCHES = 0.05  # bbox_inches="tight" rounds to whole pixels
+# The bibliography Quarto reads, and the entry keys in it: `@article{he2016deep,`.
+BIB_ENTRY = re.compile(r"^\s*@(?P<type>\w+)\s*[{(]\s*(?P<key>[^,\s]+)\s*,", re.MULTILINE)
+BIB_NON_ENTRIES = ("comment", "string", "preamble")
 # What Quarto logs, without failing, for a reference or link it cannot resolve.
 RENDER_FAILURES = ("Unable to resolve crossref", "Unable to resolve link target")
 
@@ -118,6 +139,21 @@ ATTRIBUTE_ID = re.compile(r"(?:^|\s)#(?P<id>[^\s}]+)")
 # at the end belongs to the sentence: "see @fig-x." refers to fig-x.
 REFERENCE = re.compile(r"(?<![\w@\\])@(?:\{(?P<quoted>[^}\s]+)\}|(?P<key>\w[\w:.#$%&\-+?<>~/]*))")
 KEY_TRAILING_PUNCTUATION = ":.#$%&-+?<>~/"
+
+# A level-1 ATX heading, a chapter's title when its front matter has none:
+# `# Preface {.unnumbered}` is titled "Preface".
+TITLE_HEADING = re.compile(r"^#[ \t]+(?P<title>.*?)(?:[ \t]+\{[^{}]*\})?[ \t#]*$", re.MULTILINE)
+
+# Markdown inside an inline string value: Quarto inserts it as plain text, so the
+# reader sees the backticks, asterisks and brackets.
+INLINE_MARKUP = re.compile(r"`|\*\*|\[[^\]\n]*\]\([^)\n]*\)")
+
+# pandas' HTML for a DataFrame whose index is the default 0, 1, 2... (or what is
+# left of it after filtering): an empty corner header cell, then rows that open
+# with an integer header cell, <th>0</th>.
+DATAFRAME_HTML = re.compile(r'<table[^>]*class="dataframe')
+DEFAULT_INDEX_HTML = re.compile(
+    r"<thead>\s*<tr[^>]*>\s*<th></th>.*?<tbody>\s*<tr>\s*<th>-?\d+</th>", re.DOTALL)
 
 # A cross-reference key: a prefix, capitalised or not (`@Fig-x` starts a
 # sentence with "Figure"), a dash, a label name. Other keys are citations.
@@ -190,6 +226,15 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Citation:
+    """`@key` (or `[@key]`) that is not a cross-reference: a bibliography entry."""
+
+    key: str
+    file: str
+    line: int | None
+
+
+@dataclass(frozen=True)
 class Inline:
     """An inline live value `` `{python} expr` `` and the line it starts on."""
 
@@ -216,9 +261,11 @@ class Chapter:
     inline: list[Inline] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
     references: list[Reference] = field(default_factory=list)
+    citations: list[Citation] = field(default_factory=list)
     links: list[Pointer] = field(default_factory=list)
     embeds: list[Pointer] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    title: str = ""  # front matter `title:`, else the first `# ` heading
 
 
 @dataclass
@@ -292,6 +339,7 @@ def parse_chapter(text: str, file: str, path: Path | None = None) -> Chapter:
                 line = line_at(m.start())
                 chapter.labels.append(Label(name, file, line, _attribute_kind(lines[line - 1])))
     chapter.references += _references_in(text, file, line_at)
+    chapter.citations += _citations_in(text, file, line_at)
     for cell in chapter.cells:
         for option in CAPTION_OPTIONS:
             captions = cell.options.get(option)
@@ -299,8 +347,13 @@ def parse_chapter(text: str, file: str, path: Path | None = None) -> Chapter:
                 if isinstance(caption, str):
                     line = cell.option_lines.get(option, cell.line)
                     chapter.references += _references_in(caption, file, lambda _, n=line: n)
+                    chapter.citations += _citations_in(caption, file, lambda _, n=line: n)
     chapter.labels.sort(key=lambda label: label.line)
     chapter.references.sort(key=lambda ref: ref.line)
+    chapter.citations.sort(key=lambda cite: cite.line)
+    title = chapter.front_matter.get("title")
+    heading = TITLE_HEADING.search(text)
+    chapter.title = str(title) if title else (heading["title"].strip() if heading else "")
     return chapter
 
 
@@ -405,6 +458,16 @@ def _references_in(text: str, file: str, line_at: Callable[[int], int]) -> list[
         if crossref:
             label = f"{crossref['prefix'].lower()}-{crossref['name']}"
             found.append(Reference(key, label, file, line_at(m.start())))
+    return found
+
+
+def _citations_in(text: str, file: str, line_at: Callable[[int], int]) -> list[Citation]:
+    """Every citation in prose `text`: `@key` whose key is not a cross-reference."""
+    found = []
+    for m in REFERENCE.finditer(text):
+        key = m["quoted"] or m["key"].rstrip(KEY_TRAILING_PUNCTUATION)
+        if not CROSSREF_KEY.match(key):
+            found.append(Citation(key, file, line_at(m.start())))
     return found
 
 
@@ -715,6 +778,130 @@ def check_links(book: Book) -> list[Problem]:
     return problems
 
 
+def check_parts(book: Book) -> list[Problem]:
+    """No part has the title of a chapter inside it: Quarto prints the part's title
+    page and then the chapter's heading, the same words twice."""
+    config_text = _config_text(book)
+    problems = []
+    titles = {chapter.file: chapter.title for chapter in book.chapters}
+    for entry in (book.config.get("book") or {}).get("chapters") or []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("part"), str):
+            continue
+        part = entry["part"]
+        if part.endswith(CHAPTER_SUFFIXES):
+            continue  # a part opened by a file has that file's title
+        for file in _flatten(entry.get("chapters")):
+            if _same_title(part, titles.get(file, "")):
+                problems.append(Problem(CONFIG_FILE, _line_of(config_text, part),
+                                        f"part \"{part}\" has the title of its chapter {file}, "
+                                        "so the book shows it twice: rename the part (or "
+                                        "retitle the chapter)"))
+    return problems
+
+
+def _same_title(a: str, b: str) -> bool:
+    def words(title: str) -> list[str]:
+        return re.sub(r"[^\w]+", " ", title).casefold().split()
+    return bool(words(a)) and words(a) == words(b)
+
+
+def _config_text(book: Book) -> str:
+    try:
+        return (book.root / CONFIG_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return ""
+
+
+def bibliographies(book: Book) -> list[tuple[str, Path, str]]:
+    """Each bibliography the book names, as (where it is named, path, name as written):
+    `bibliography:` at the top of `_quarto.yml`, under a format, or in a chapter's
+    front matter (relative to that chapter)."""
+    def named(value) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+    found = [(CONFIG_FILE, book.root / name, name)
+             for name in named(book.config.get("bibliography"))]
+    formats = book.config.get("format")
+    for options in (formats.values() if isinstance(formats, dict) else []):
+        if isinstance(options, dict):
+            found += [(CONFIG_FILE, book.root / name, name)
+                      for name in named(options.get("bibliography"))]
+    for chapter in book.chapters:
+        found += [(chapter.file, chapter.path.parent / name, name)
+                  for name in named(chapter.front_matter.get("bibliography"))]
+    unique, seen = [], set()
+    for where, path, name in found:
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            unique.append((where, path, name))
+    return unique
+
+
+def bib_keys(text: str) -> set[str]:
+    """The entry keys of a BibTeX/BibLaTeX file (not @comment, @string, @preamble)."""
+    return {m["key"] for m in BIB_ENTRY.finditer(text)
+            if m["type"].lower() not in BIB_NON_ENTRIES}
+
+
+def check_citations(book: Book) -> list[Problem]:
+    """Every citation (`@key` that is no cross-reference) names an entry of the
+    bibliography, and the bibliography files exist. Pandoc prints an unknown key
+    as "?key"; without any bibliography the citation stays as raw `@key`."""
+    config_text = _config_text(book)
+    problems, keys, names = [], set(), []
+    for where, path, name in bibliographies(book):
+        names.append(name)
+        if not path.is_file():
+            line = _line_of(config_text, name) if where == CONFIG_FILE else None
+            problems.append(Problem(where, line, f"bibliography {name} does not exist"))
+            continue
+        keys |= bib_keys(path.read_text(encoding="utf-8", errors="replace"))
+    for chapter in book.chapters:
+        for cite in chapter.citations:
+            if not names:
+                problems.append(Problem(cite.file, cite.line, f"@{cite.key} is a citation "
+                                        "(no fig-/tbl-/sec-/eq- prefix) but the book has no "
+                                        "bibliography: add `bibliography: references.bib` to "
+                                        f"{CONFIG_FILE} with an entry {cite.key}, or fix the "
+                                        "cross-reference"))
+            elif cite.key not in keys:
+                problems.append(Problem(cite.file, cite.line, f"citation @{cite.key} is not in "
+                                        f"{' or '.join(names)}: add a `{cite.key}` entry"
+                                        + _did_you_mean(cite.key, keys)))
+    return problems
+
+
+def figure_options(config: dict) -> dict:
+    """Quarto's figure defaults for HTML, which Quarto hands to matplotlib: fig-width,
+    fig-height (inches) and fig-dpi, from `format: html:` or the top of `_quarto.yml`."""
+    formats = config.get("format")
+    html = formats.get("html") if isinstance(formats, dict) else None
+    options = {}
+    for source in (config, html if isinstance(html, dict) else {}):
+        options.update({k: source[k] for k in ("fig-width", "fig-height", "fig-dpi")
+                        if isinstance(source.get(k), (int, float))})
+    return options
+
+
+def check_figure_defaults(book: Book) -> list[Problem]:
+    """`fig-width` in `_quarto.yml` (top level or any format) fits the column."""
+    config_text = _config_text(book)
+    formats = book.config.get("format")
+    sources = [("", book.config)] + [(f"{name}: ", options) for name, options in
+                                     (formats.items() if isinstance(formats, dict) else [])
+                                     if isinstance(options, dict)]
+    problems = []
+    for where, options in sources:
+        width = options.get("fig-width")
+        if isinstance(width, (int, float)) and width > COLUMN_INCHES + FIGURE_TOLERANCE_INCHES:
+            problems.append(Problem(CONFIG_FILE, _line_of(config_text, "fig-width"),
+                                    f"{where}fig-width {width} is wider than the "
+                                    f"{COLUMN_INCHES} in text column (book.COLUMN_INCHES)"))
+    return problems
+
+
 def plan_experiments(root: Path) -> set[str] | None:
     """Names of the experiments `experiments/plan.yaml` defines; None without a plan."""
     path = Path(root) / PLAN_FILE
@@ -822,12 +1009,31 @@ def execution_defaults(config: dict, chapter: Chapter) -> dict:
     return defaults
 
 
-def chapter_notebook(chapter: Chapter, defaults: dict | None = None):
+def figure_setup(figure: dict | None = None) -> str:
+    """The kernel setup: inline matplotlib with the figure size and dpi Quarto's own
+    setup gives it (`figure`: fig-width, fig-height, fig-dpi), drawn as PNG so that
+    the checker can measure each figure."""
+    figure = figure or {}
+    width = figure.get("fig-width", COLUMN_INCHES)
+    height = figure.get("fig-height", 4)
+    dpi = figure.get("fig-dpi", FIGURE_DPI)
+    return "\n".join([
+        KERNEL_SETUP,
+        "%config InlineBackend.figure_formats = ['png']",
+        "import matplotlib as _mpl",
+        f"_mpl.rcParams.update({{'figure.figsize': ({width}, {height}), 'figure.dpi': {dpi}, "
+        "'savefig.dpi': 'figure'})",
+        "del _mpl",
+    ])
+
+
+def chapter_notebook(chapter: Chapter, defaults: dict | None = None, figure: dict | None = None):
     """The chapter's python cells (options kept) and one cell per inline
-    value, in document order, after a setup cell. Returns the notebook and,
-    per notebook cell, where it came from: a Cell, an Inline or None (setup).
-    Cells with `eval: false` are left out; `error: true` cells and inline
-    values are tagged so that the run goes on after them, as Quarto's does."""
+    value, in document order, after a setup cell (`figure_setup(figure)`).
+    Returns the notebook and, per notebook cell, where it came from: a Cell,
+    an Inline or None (setup). Cells with `eval: false` are left out;
+    `error: true` cells and inline values are tagged so that the run goes on
+    after them, as Quarto's does."""
     import nbformat
 
     defaults = defaults or {}
@@ -839,7 +1045,7 @@ def chapter_notebook(chapter: Chapter, defaults: dict | None = None):
         runnable += chapter.inline
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
-    nb.cells.append(nbformat.v4.new_code_cell(KERNEL_SETUP))
+    nb.cells.append(nbformat.v4.new_code_cell(figure_setup(figure)))
     origins: list = [None]
     for item in sorted(runnable, key=lambda item: item.line):
         if isinstance(item, Cell):
@@ -870,14 +1076,15 @@ def kernel_env(results_dir=None, profile: str | None = None, data_dir=None) -> d
 
 
 def run_chapter(chapter: Chapter, *, cwd: Path, env: dict[str, str], timeout: int = 600,
-                defaults: dict | None = None) -> list[Problem]:
+                defaults: dict | None = None, figure: dict | None = None) -> list[Problem]:
     """Execute the chapter's notebook in a fresh kernel, stopping at the first
     error as a render does; report errors, figure cells that drew no figure
-    and table cells that showed nothing."""
+    or one wider than the column, table cells that showed nothing or pandas'
+    index, and inline values that are empty or carry markdown."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    nb, origins = chapter_notebook(chapter, defaults)
+    nb, origins = chapter_notebook(chapter, defaults, figure)
     if len(origins) == 1:
         return []
     started = [0]  # index of the last cell the kernel started
@@ -949,17 +1156,69 @@ NUMPY_REPR = re.compile(r"^np\.\w+\(")
 
 
 def _inline_problems(chapter: Chapter, origin: Inline, outputs: list) -> list[Problem]:
-    text = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    """An inline value must be text: not a numpy repr, not empty (Quarto then leaves
+    the source in the page) and, as a string, without markdown (Quarto inserts a
+    string as plain text; an `IPython.display.Markdown` value is inserted as markdown)."""
+    shown = [o for o in outputs if o.output_type in ("execute_result", "display_data")]
+    where = f"inline `{{python}} {origin.expr}`"
+    if not shown:
+        return [Problem(chapter.file, origin.line, f"{where} has no value (None), so Quarto "
+                        "prints its source in the page; make the expression return text")]
+    data = shown[-1].get("data", {})
+    if "text/markdown" in data:
+        markdown = data["text/markdown"]
+        if not "".join(markdown if isinstance(markdown, list) else [markdown]).strip():
+            return [Problem(chapter.file, origin.line, f"{where} is empty markdown, so Quarto "
+                            "prints its source in the page; build optional phrases in a cell "
+                            "so that the inline value is always text")]
+        return []
+    text = data.get("text/plain", "")
+    text = "".join(text) if isinstance(text, list) else text
     if NUMPY_REPR.match(text):
-        return [Problem(chapter.file, origin.line, f"inline `{{python}} {origin.expr}` renders "
+        return [Problem(chapter.file, origin.line, f"{where} renders "
                         f"as {text!r}; convert it with int(), float() or a formatter")]
+    value = _string_value(text)
+    if value is not None and not value.strip():
+        return [Problem(chapter.file, origin.line, f"{where} is empty ({text}), so Quarto "
+                        "prints its source in the page; build optional phrases in a cell so "
+                        "that the inline value is always text")]
+    markup = INLINE_MARKUP.search(value or "")
+    if markup:
+        return [Problem(chapter.file, origin.line, f"{where} carries markdown "
+                        f"({markup.group()!r} in {_shorten(value)!r}), which Quarto shows as "
+                        "plain text: return IPython.display.Markdown(...) or drop the markup")]
     return []
 
 
+def _string_value(text: str) -> str | None:
+    """The string a text/plain repr stands for (`'abc'` -> abc), None if not a string."""
+    import ast
+
+    if not text or text[0] not in "'\"":
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _shorten(text: str, size: int = 60) -> str:
+    return text if len(text) <= size else text[:size - 3] + "..."
+
+
 def _output_problems(chapter: Chapter, origin: Cell, outputs: list) -> list[Problem]:
-    """A fig-* cell must draw (one image per subcaption), a tbl-* cell must show something."""
-    label, line = origin.label, origin.option_lines.get("label", origin.line)
+    """A fig-* cell must draw (one image per subcaption), a tbl-* cell must show
+    something; no cell may show a figure wider than the column or pandas' index."""
     shown = [o for o in outputs if o.output_type in ("display_data", "execute_result")]
+    return (_presence_problems(chapter, origin, outputs, shown)
+            + _figure_width_problems(chapter, origin, shown)
+            + _table_index_problems(chapter, origin, shown))
+
+
+def _presence_problems(chapter: Chapter, origin: Cell, outputs: list,
+                       shown: list) -> list[Problem]:
+    label, line = origin.label, origin.option_lines.get("label", origin.line)
     if label.startswith("fig-"):
         images = sum(any(kind in o.get("data", {}) for kind in IMAGE_TYPES) for o in shown)
         subcaptions = origin.options.get("fig-subcap")
@@ -973,6 +1232,73 @@ def _output_problems(chapter: Chapter, origin: Cell, outputs: list) -> list[Prob
     elif label.startswith("tbl-") and not shown and not any(
             o.output_type == "stream" for o in outputs):
         return [Problem(chapter.file, line, f"{label} produced no output to show as a table")]
+    return []
+
+
+def _figure_width_problems(chapter: Chapter, origin: Cell, shown: list) -> list[Problem]:
+    """Every PNG a cell shows fits the text column: its width in inches, pixels over
+    its dpi (the PNG's pHYs chunk, else FIGURE_DPI), is at most COLUMN_INCHES."""
+    problems = []
+    line = origin.option_lines.get("label", origin.line)
+    for output in shown:
+        png = output.get("data", {}).get("image/png")
+        size = png_size(png) if png else None
+        if size is None:
+            continue
+        width, _, dpi = size
+        inches = width / dpi
+        if inches > COLUMN_INCHES + FIGURE_TOLERANCE_INCHES:
+            problems.append(Problem(chapter.file, line, f"{origin.label or 'a figure'} is "
+                                    f"{inches:.1f} in wide ({width} px at {dpi:.0f} dpi), "
+                                    f"wider than the {COLUMN_INCHES} in text column: narrow it "
+                                    "(figsize, or seaborn height × aspect × columns; legend "
+                                    "inside or below the axes)"))
+    return problems
+
+
+def png_size(data) -> tuple[int, int, float] | None:
+    """(width px, height px, dpi) of a PNG given as bytes or base64 text; dpi from
+    its pHYs chunk when it has one in pixels per metre, else FIGURE_DPI."""
+    import base64
+    import binascii
+    import struct
+
+    if isinstance(data, list):
+        data = "".join(data)
+    if isinstance(data, str):
+        try:
+            data = base64.b64decode(data)
+        except (binascii.Error, ValueError):
+            return None
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    dpi, offset = float(FIGURE_DPI), 8
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        if kind == b"pHYs" and length == 9:
+            x_per_unit, _, unit = struct.unpack(">IIB", data[offset + 8:offset + 17])
+            if unit == 1 and x_per_unit:
+                dpi = x_per_unit * 0.0254
+        if kind in (b"IDAT", b"IEND"):
+            break
+        offset += 12 + length
+    return width, height, dpi
+
+
+def _table_index_problems(chapter: Chapter, origin: Cell, shown: list) -> list[Problem]:
+    """A DataFrame shown as pandas' HTML with its default 0, 1, 2... index: Quarto
+    prints that index as a first column (and cuts long text at 50 characters)."""
+    line = origin.option_lines.get("label", origin.line)
+    for output in shown:
+        html = output.get("data", {}).get("text/html", "")
+        html = "".join(html) if isinstance(html, list) else html
+        if "text/markdown" not in output.get("data", {}) and DATAFRAME_HTML.search(html) \
+                and DEFAULT_INDEX_HTML.search(html):
+            return [Problem(chapter.file, line, f"{origin.label or 'a cell'} shows a DataFrame "
+                            "with its default integer index, which the table prints as a "
+                            "first column: show it with plots.table(df) (a Markdown table "
+                            "without the index)")]
     return []
 
 
@@ -1022,7 +1348,8 @@ def run_book(book: Book, *, results_dir=None, profile: str | None = None, timeou
             progress(f"running {chapter.file}")
         problems += run_chapter(chapter, cwd=book.root if project_dir else chapter.path.parent,
                                 env=env, timeout=timeout,
-                                defaults=execution_defaults(book.config, chapter))
+                                defaults=execution_defaults(book.config, chapter),
+                                figure=figure_options(book.config))
     return problems
 
 
@@ -1045,6 +1372,9 @@ def check(root: Path, *, execute: bool = True, results_dir=None, profile: str | 
     problems += check_references(book)
     problems += check_links(book)
     problems += check_answers(book, complete=complete)
+    problems += check_parts(book)
+    problems += check_citations(book)
+    problems += check_figure_defaults(book)
     if execute:
         problems += run_book(book, results_dir=results_dir, profile=profile, timeout=timeout,
                              progress=progress, data_dir=data_dir)

@@ -4,22 +4,27 @@ Each function takes a DataFrame (from analysis.results) and returns the figure,
 so chapters stay one call per figure and tests can check what was drawn.
 """
 import math
+import re
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from IPython.display import Markdown
+
+from analysis.book import COLUMN_INCHES
 
 sns.set_theme(style="whitegrid", context="notebook")
 
 METRIC_LABELS = {"loss": "cross-entropy loss", "acc": "accuracy"}
 
 
-def curves(long: pd.DataFrame, hue: str | None = None, height: float = 3.2):
+def curves(long: pd.DataFrame, hue: str | None = None, height: float = 2.6):
     """Loss and accuracy per epoch, train (dashed) vs validation (solid); one line per `hue`.
 
     `long` has columns epoch, split (train/val), metric (loss/acc), value, and any
     parameter columns; several seeds of one configuration draw a mean with a 95% CI band.
+    The two panels and the legend beside them fill the text column (`fit_to_column`).
     """
     g = sns.relplot(data=long, x="epoch", y="value", col="metric", hue=hue, style="split",
                     style_order=["val", "train"], kind="line", errorbar=("ci", 95),
@@ -29,7 +34,32 @@ def curves(long: pd.DataFrame, hue: str | None = None, height: float = 3.2):
         ax.set_title("")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    fit_to_column(g)
     return g.figure
+
+
+def fit_to_column(grid, width: float = COLUMN_INCHES):
+    """Make a seaborn FacetGrid (relplot, displot, catplot) `width` inches wide, its
+    legend kept on the right: seaborn widens a figure by its legend, which takes a
+    row of panels past the text column. The panels shrink; fonts keep their size."""
+    fig = grid.figure
+    height = fig.get_size_inches()[1]
+    legend = grid.legend
+    renderer = fig.canvas.get_renderer()
+    legend_inches = 0.0
+    if legend is not None and legend in fig.legends:  # outside the panels, on the right
+        legend_inches = legend.get_window_extent(renderer).width / fig.dpi + 0.05
+    # Notebooks save figures cropped to what is drawn (bbox_inches="tight") plus a pad.
+    drawn = width - 2 * float(plt.rcParams["savefig.pad_inches"])
+    size = drawn
+    for _ in range(3):
+        fig.set_size_inches(size, height)
+        fig.tight_layout(rect=(0, 0, 1 - legend_inches / size, 1))
+        excess = fig.get_tightbbox(renderer).width - drawn
+        if excess <= 0.01:
+            break
+        size -= excess
+    return grid
 
 
 def sweep(summary: pd.DataFrame, x: str, y: str, hue: str | None = None, logx: bool = False,
@@ -77,8 +107,9 @@ COLUMN_NAMES = {
     "init_val_loss": "initial loss", "init_val_acc": "initial acc", "ci_low": "95% CI low",
     "ci_high": "95% CI high", "min_val_loss_epoch": "min val loss epoch",
     "diverged_at_epoch": "diverged at epoch", "diverged_at_step": "diverged at step",
+    "diff": "difference (points)",
 }
-ACCURACY_COLUMNS = ("acc", "gap", "mean", "ci_low", "ci_high")
+ACCURACY_COLUMNS = ("acc", "gap", "mean", "ci_low", "ci_high", "diff")
 
 
 def percent(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
@@ -91,6 +122,77 @@ def percent(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     return out.rename(columns=COLUMN_NAMES)
 
 
+def table(frame: pd.DataFrame, index: bool | None = None, names: dict | None = None) -> Markdown:
+    """A DataFrame as a Markdown pipe table, for a `tbl-` cell: Quarto renders it the same
+    in HTML and typst, numbers it with its `tbl-cap`, never cuts long text (pandas' HTML
+    stops at 50 characters) and shows no 0, 1, 2... index.
+
+    `index`: None drops an unnamed integer index (0, 1, 2..., or what is left of it
+    after filtering) and keeps any other as the first columns (name it:
+    `frame.rename_axis("class")`); True or False forces either.
+    Columns get their readable names (`COLUMN_NAMES`, then `names`). Numbers are right
+    aligned; floats show the decimals they were rounded to (padded within a column up
+    to 3 decimals, so 61.0 sits under 62.3), missing values a dash. A table whose lines
+    are long takes the full text width and wraps its cells, with column widths in
+    proportion to their content: keep it to the columns the text needs."""
+    out = frame
+    if index is None:
+        index = any(name is not None for name in out.index.names) or not (
+            pd.api.types.is_integer_dtype(out.index) and out.index.nlevels == 1)
+    if index:
+        out = out.reset_index()
+        out.columns = ["" if str(c) in ("index", "level_0") and c not in frame.columns else c
+                       for c in out.columns]
+    out = out.rename(columns={**COLUMN_NAMES, **(names or {})})
+    header = [_cell_text(str(c)) for c in out.columns]
+    columns = [_column_texts(out.iloc[:, k]) for k in range(out.shape[1])]
+    numeric = [(pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col))
+               or all(NUMBER_TEXT.match(t) for t in texts if t != "–")
+               for (_, col), texts in zip(out.items(), columns, strict=True)]
+    widths = [max([3, len(h), *map(len, col)]) for h, col in zip(header, columns, strict=True)]
+
+    def row(cells) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 1) + ":" if right else "-" * (w + 2)
+                          for w, right in zip(widths, numeric, strict=True)) + "|"
+    rows = [row([col[i] for col in columns]) for i in range(len(out))]
+    return Markdown("\n".join([row(header), rule, *rows]))
+
+
+def _column_texts(column: pd.Series) -> list[str]:
+    """The cells of one column as text (see `table`)."""
+    if pd.api.types.is_float_dtype(column):
+        plain = [np.format_float_positional(v, trim="-") if np.isfinite(v) else None
+                 for v in column.astype(float)]
+        decimals = max((len(t.partition(".")[2]) for t in plain if t), default=0)
+        if decimals <= 3:
+            plain = [f"{v:.{decimals}f}" if t else None
+                     for v, t in zip(column.astype(float), plain, strict=True)]
+        return ["–" if t is None else t for t in plain]
+    return ["–" if _missing(v) else _cell_text(str(v)) for v in column]
+
+
+def _missing(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # a list or array in a cell
+        return False
+
+
+# A number already formatted as text ("2,359,296", "819.1M", "2.0×", "12%"): right aligned.
+NUMBER_TEXT = re.compile(r"^[-+]?[\d,]*\.?\d+(?:e[-+]?\d+)?[%×MkG]?$")
+
+# Characters that would turn a cell's text into markup: `@32x32` into a citation,
+# `|` into a column break, `*`, `_`, `$` into emphasis or math.
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>$@|~^#])")
+
+
+def _cell_text(text: str) -> str:
+    """Text that stays plain text inside one pipe-table cell."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
 def pct(x: float, digits: int = 1) -> str:
     """0.6423 -> '64.2%' (for inline numbers in prose)."""
     return f"{100 * float(x):.{digits}f}%"
@@ -101,6 +203,14 @@ def pts(x: float, digits: int = 1) -> str:
     value = 100 * float(x)
     unit = "point" if round(abs(value), digits) == 1 else "points"
     return f"{value:.{digits}f} {unit}"
+
+
+def interval(d: dict) -> str:
+    """A `results.difference` for prose: '1.2 points (95% CI 0.3 to 2.1)', or with one seed
+    '1.2 points (one seed: not judged)'."""
+    if d["verdict"] == "unjudged":
+        return f"{pts(d['diff'])} (one seed: not judged)"
+    return f"{pts(d['diff'])} (95% CI {100 * d['low']:.1f} to {100 * d['high']:.1f})"
 
 
 def count(n: int, noun: str) -> str:

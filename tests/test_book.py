@@ -24,6 +24,7 @@ MINI_BOOK = {
             - part: "Labs"
               chapters:
                 - book/lab1.qmd
+        bibliography: references.bib
         execute:
           echo: false
           freeze: false
@@ -33,8 +34,22 @@ MINI_BOOK = {
         # Preface {.unnumbered}
 
         This mini book answers one lab question (@sec-lab1-g) and one statement
-        (@sec-tf-01). Mail someone@example.com; `@fig-in-code` is code.
+        (@sec-tf-01). LeNet-5 is from @lecun1998gradient [see also @he2016deep, p. 2].
+        Mail someone@example.com; `@fig-in-code` is code.
         <!-- @fig-in-a-comment is not rendered -->
+        """,
+    "references.bib": """
+        % Not an entry: @comment and @string are skipped.
+        @string{ieee = "Proceedings of the IEEE"}
+        @article{lecun1998gradient,
+          author = {LeCun, Yann and Bottou, Léon and Bengio, Yoshua and Haffner, Patrick},
+          title = {Gradient-Based Learning Applied to Document Recognition},
+          journal = ieee, year = {1998}
+        }
+        @inproceedings{ he2016deep ,
+          author = {He, Kaiming and Zhang, Xiangyu and Ren, Shaoqing and Sun, Jian},
+          title = {Deep Residual Learning for Image Recognition}, year = {2016}
+        }
         """,
     "book/lab1.qmd": """
         ---
@@ -49,6 +64,8 @@ MINI_BOOK = {
 
         import matplotlib.pyplot as plt
         import pandas as pd
+
+        from analysis import plots
 
         history = json.loads((Path(os.environ["DLBOOK_RESULTS"]) / "history.json").read_text())
         ```
@@ -83,8 +100,8 @@ MINI_BOOK = {
         ```{python}
         #| label: tbl-lab1-g-summary
         #| tbl-cap: "Best epoch."
-        pd.DataFrame({"epoch": [history["val_acc"].index(max(history["val_acc"]))],
-                      "val_acc": [max(history["val_acc"])]})
+        plots.table(pd.DataFrame({"epoch": [history["val_acc"].index(max(history["val_acc"]))],
+                                  "val_acc": [max(history["val_acc"])]}))
         ```
 
         $$ \\text{gap} = \\text{train} - \\text{val} $$ {#eq-gap}
@@ -155,6 +172,41 @@ INLINE_CHAPTER = """
     #| tbl-cap: "Assigned, never shown."
     import pandas as pd
     table = pd.DataFrame({"a": [1]})
+    ```
+    """
+
+OUTPUT_CHAPTER = """
+    # Output {#sec-output}
+
+    ```{python}
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from IPython.display import Markdown
+
+    from analysis import plots
+
+    note = ""
+    ```
+
+    Planted: `{python} note`, `{python} "**bold**"`; fine: `{python} Markdown("**bold**")`.
+
+    ```{python}
+    #| label: fig-output-wide
+    #| fig-cap: "Wider than the column."
+    fig, ax = plt.subplots(figsize=(9, 2))
+    ax.plot([0, 1])
+    ```
+
+    ```{python}
+    #| label: tbl-output-index
+    #| tbl-cap: "Shows pandas' index."
+    pd.DataFrame({"a": [1, 2]})
+    ```
+
+    ```{python}
+    #| label: tbl-output-markdown
+    #| tbl-cap: "Shows no index."
+    plots.table(pd.DataFrame({"a": [1, 2]}))
     ```
     """
 
@@ -366,6 +418,220 @@ def test_cli_prints_summary_or_problems(tmp_path, monkeypatch, capsys):
     assert "@tbl-x-lab1-g-summary does not resolve" in capsys.readouterr().out
 
 
+def test_part_with_the_title_of_its_chapter_is_reported(tmp_path):
+    root = write_book(tmp_path, {"_quarto.yml": [('part: "Labs"', 'part: "Lab 1"')]})
+    assert {c.file: c.title for c in book.read_book(root).chapters} == {
+        "index.qmd": "Preface", "book/lab1.qmd": "Lab 1"}  # heading, front matter
+    line = line_of(root, "_quarto.yml", 'part: "Lab 1"')
+    assert static_problems(root) == [
+        f'_quarto.yml:{line}: part "Lab 1" has the title of its chapter book/lab1.qmd, so the '
+        "book shows it twice: rename the part (or retitle the chapter)"]
+
+
+def test_citations_are_told_from_cross_references(tmp_path):
+    root = write_book(tmp_path)
+    index = book.read_book(root).chapters[0]
+    assert [(c.key, c.line) for c in index.citations] == [("lecun1998gradient", 4),
+                                                          ("he2016deep", 4)]
+    assert "lecun1998gradient" not in {r.key for r in book.references(root)}
+
+
+def test_citation_missing_from_the_bibliography_is_reported(tmp_path):
+    root = write_book(tmp_path, {"index.qmd": [("@he2016deep", "@he2016dep")]})
+    line = line_of(root, "index.qmd", "@he2016dep")
+    assert static_problems(root) == [
+        f"index.qmd:{line}: citation @he2016dep is not in references.bib: add a `he2016dep` "
+        "entry; did you mean he2016deep?"]
+
+
+def test_citation_without_a_bibliography_is_reported(tmp_path):
+    root = write_book(tmp_path / "none", {"_quarto.yml": [("bibliography: references.bib\n", "")]})
+    line = line_of(root, "index.qmd", "@lecun1998gradient")
+    problems = static_problems(root)
+    assert len(problems) == 2 and problems[0] == (
+        f"index.qmd:{line}: @lecun1998gradient is a citation (no fig-/tbl-/sec-/eq- prefix) but "
+        "the book has no bibliography: add `bibliography: references.bib` to _quarto.yml with "
+        "an entry lecun1998gradient, or fix the cross-reference")
+    root = write_book(tmp_path / "missing")
+    (root / "references.bib").unlink()
+    line = line_of(root, "_quarto.yml", "bibliography:")
+    assert static_problems(root)[0] == (f"_quarto.yml:{line}: bibliography references.bib "
+                                        "does not exist")
+
+
+def test_default_figure_width_wider_than_the_column_is_reported(tmp_path):
+    root = write_book(tmp_path, {"_quarto.yml": [("format: html", "fig-width: 8\nformat: html")]})
+    line = line_of(root, "_quarto.yml", "fig-width")
+    assert static_problems(root) == [
+        f"_quarto.yml:{line}: fig-width 8 is wider than the {book.COLUMN_INCHES} in text column "
+        "(book.COLUMN_INCHES)"]
+
+
+# --- What executed cells show, judged without a kernel: outputs planted by hand.
+
+def executed(text, outputs):
+    """A chapter from `text` and its notebook with `outputs` (one list per cell, the
+    setup cell first) planted as if the kernel had run it."""
+    chapter = book.parse_chapter(textwrap.dedent(text).lstrip("\n"), "book/x.qmd")
+    nb, origins = book.chapter_notebook(chapter)
+    assert len(outputs) == len(nb.cells)
+    for cell, cell_outputs in zip(nb.cells, outputs, strict=True):
+        cell.outputs = [nbformat.from_dict(o) for o in cell_outputs]
+    return [str(p) for p in book.outcome_problems(chapter, nb, origins, len(nb.cells) - 1)]
+
+
+def result(data):
+    return {"output_type": "execute_result", "execution_count": 1, "metadata": {}, "data": data}
+
+
+def test_empty_inline_value_is_reported():
+    problems = executed("""
+        Runs `{python} subset_note`, `{python} None`, `{python} "x"`, `{python} md`.
+        """, [[], [result({"text/plain": "''"})], [], [result({"text/plain": "'x'"})],
+              [result({"text/plain": "<IPython.core.display.Markdown object>",
+                       "text/markdown": " "})]])
+    assert problems == [
+        "book/x.qmd:1: inline `{python} subset_note` is empty (''), so Quarto prints its "
+        "source in the page; build optional phrases in a cell so that the inline value is "
+        "always text",
+        "book/x.qmd:1: inline `{python} None` has no value (None), so Quarto prints its source "
+        "in the page; make the expression return text",
+        "book/x.qmd:1: inline `{python} md` is empty markdown, so Quarto prints its source in "
+        "the page; build optional phrases in a cell so that the inline value is always text"]
+
+
+def test_inline_string_with_markdown_is_reported_unless_returned_as_markdown():
+    problems = executed("""
+        `{python} memory_text`
+
+        `{python} bold` `{python} link` `{python} Markdown(memory_text)` `{python} star`
+        """, [[], [result({"text/plain": "'peak (`torch.cuda.max_memory_allocated`).'"})],
+              [result({"text/plain": "'**True**'"})],
+              [result({"text/plain": "'see [lab 1](lab1.qmd)'"})],
+              [result({"text/plain": "<IPython.core.display.Markdown object>",
+                       "text/markdown": "peak (`torch.cuda.max_memory_allocated`)."})],
+              [result({"text/plain": "'2 * 3 = 6'"})]])
+    assert problems == [
+        "book/x.qmd:1: inline `{python} memory_text` carries markdown ('`' in "
+        "'peak (`torch.cuda.max_memory_allocated`).'), which Quarto shows as plain text: "
+        "return IPython.display.Markdown(...) or drop the markup",
+        "book/x.qmd:3: inline `{python} bold` carries markdown ('**' in '**True**'), which "
+        "Quarto shows as plain text: return IPython.display.Markdown(...) or drop the markup",
+        "book/x.qmd:3: inline `{python} link` carries markdown ('[lab 1](lab1.qmd)' in "
+        "'see [lab 1](lab1.qmd)'), which Quarto shows as plain text: return "
+        "IPython.display.Markdown(...) or drop the markup"]
+
+
+def test_table_with_the_default_integer_index_is_reported():
+    import pandas as pd
+
+    from analysis import plots
+
+    frame = pd.DataFrame({"lr": [0.1, 1.0], "best_val_acc": [62.3, 61.0]})
+    cell = """
+        ```{{python}}
+        #| label: {label}
+        #| tbl-cap: "Runs."
+        runs
+        ```
+        """
+
+    def shown(data):
+        return executed(cell.format(label="tbl-runs"), [[], [result(data)]])
+
+    assert shown({"text/html": frame._repr_html_(), "text/plain": repr(frame)}) == [
+        "book/x.qmd:2: tbl-runs shows a DataFrame with its default integer index, which the "
+        "table prints as a first column: show it with plots.table(df) (a Markdown table "
+        "without the index)"]
+    filtered = frame[frame["lr"] > 0.5]  # what is left of the index is no better
+    assert shown({"text/html": filtered._repr_html_()}) != []
+    named = frame.set_index("lr")  # a meaningful index is a column of the table
+    assert shown({"text/html": named._repr_html_()}) == []
+    table = plots.table(frame)
+    assert shown({"text/markdown": table.data, "text/plain": repr(table)}) == []
+
+
+def png(figsize, dpi=book.FIGURE_DPI):
+    """A figure as the inline backend shows it: PNG, cropped to what is drawn."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.plot([0, 1], [0, 1])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_figure_wider_than_the_column_is_reported():
+    import base64
+
+    wide, fits, sharp = png((9, 2)), png((5, 2)), png((5, 2), dpi=300)
+    width, _, dpi = book.png_size(wide)
+    assert round(dpi) == book.FIGURE_DPI and width / dpi > book.COLUMN_INCHES + 1
+    assert book.png_size(base64.b64decode(sharp))[2] == pytest.approx(300, abs=0.1)
+    image = {"output_type": "display_data", "metadata": {}}
+    problems = executed("""
+        ```{python}
+        #| label: fig-wide
+        #| fig-cap: "Too wide."
+        plot()
+        ```
+
+        ```{python}
+        #| label: fig-fits
+        #| fig-cap: "Fits, at any dpi."
+        plot()
+        ```
+        """, [[], [{**image, "data": {"image/png": wide}}],
+              [{**image, "data": {"image/png": fits}}, {**image, "data": {"image/png": sharp}}]])
+    assert problems == [
+        f"book/x.qmd:2: fig-wide is {width / dpi:.1f} in wide ({width} px at 96 dpi), wider "
+        f"than the {book.COLUMN_INCHES} in text column: narrow it (figsize, or seaborn height "
+        "× aspect × columns; legend inside or below the axes)"]
+
+
+def test_tables_for_the_book_are_markdown_without_index():
+    import pandas as pd
+
+    from analysis import plots
+
+    runs = pd.DataFrame({"lr": [0.001, 0.01, 1.0], "best_val_acc": [62.3, 61.0, float("nan")],
+                         "status": ["finished", "a|b", None], "seed": [0, 1, 2]})
+    assert plots.table(runs).data.splitlines() == [
+        "| lr    | best val acc | status   | seed |",
+        "|------:|-------------:|----------|-----:|",
+        "| 0.001 | 62.3         | finished | 0    |",
+        "| 0.010 | 61.0         | a\\|b     | 1    |",
+        "| 1.000 | –            | –        | 2    |"]
+    counts = pd.DataFrame({"train": [5000]}, index=["cat"]).rename_axis("class")
+    assert plots.table(counts).data.splitlines()[2] == "| cat   | 5000  |"
+    shape = pd.DataFrame({"layer": ["16->16 s1 @32x32"], "decay": [5e-4]})
+    assert plots.table(shape).data.splitlines()[2] == "| 16-\\>16 s1 \\@32x32 | 0.0005 |"
+
+
+def test_curves_fit_the_column():
+    import io
+
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from analysis import plots
+
+    long = pd.DataFrame([{"epoch": e, "split": s, "metric": m, "value": 0.5, "init": i}
+                         for e in (1, 2) for s in ("train", "val") for m in ("loss", "acc")
+                         for i in ("default", "kaiming_normal", "xavier_normal")])
+    fig = plots.curves(long, hue="init")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=book.FIGURE_DPI, bbox_inches="tight")
+    plt.close(fig)
+    width, _, dpi = book.png_size(buffer.getvalue())
+    assert width / dpi <= book.COLUMN_INCHES
+
+
 # --- Execution: each chapter's cells and inline values in a fresh kernel.
 
 @pytest.fixture(scope="module")
@@ -376,14 +642,16 @@ def clean_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def broken_run(tmp_path_factory):
-    """One book with three broken chapters, run once for the tests below."""
+    """One book with four broken chapters, run once for the tests below."""
     root = tmp_path_factory.mktemp("broken")
     write_book(root, {
         "book/lab1.qmd": [('ax.set_xlabel("epoch")', "plt.close(fig)"),
                           ('for key in ("val_loss", "val_acc"):', 'for key in ["val_loss"]:')],
         "_quarto.yml": [("- book/lab1.qmd", "- book/lab1.qmd\n        - book/raise.qmd"
-                                            "\n        - book/inline.qmd")]})
-    for name, text in (("raise", RAISING_CHAPTER), ("inline", INLINE_CHAPTER)):
+                                            "\n        - book/inline.qmd"
+                                            "\n        - book/output.qmd")]})
+    for name, text in (("raise", RAISING_CHAPTER), ("inline", INLINE_CHAPTER),
+                       ("output", OUTPUT_CHAPTER)):
         (root / f"book/{name}.qmd").write_text(textwrap.dedent(text).lstrip("\n"))
     problems = book.check(root, results_dir=results_dir(root), profile="smoke", timeout=120)
     return root, [str(p) for p in problems]
@@ -422,6 +690,23 @@ def test_inline_expression_error_is_reported(broken_run):
         f"book/inline.qmd:{line}: inline `{{python}} __import__(\"numpy\").float64(0.5)` "
         "renders as 'np.float64(0.5)'; convert it with int(), float() or a formatter",
         f"book/inline.qmd:{table}: tbl-inline-nothing produced no output to show as a table"]
+
+
+def test_output_defects_are_reported_from_the_kernel(broken_run):
+    root, problems = broken_run
+    inline = line_of(root, "book/output.qmd", "Planted:")
+    wide = line_of(root, "book/output.qmd", "#| label: fig-output-wide")
+    index = line_of(root, "book/output.qmd", "#| label: tbl-output-index")
+    found = [p.split(" (")[0] for p in problems if p.startswith("book/output.qmd")]
+    # The kernel draws PNGs at Quarto's dpi, cropped to what is drawn: 9 in less margins.
+    inches = float(found[2].split(" is ")[1].removesuffix(" in wide"))
+    assert book.COLUMN_INCHES + 1 < inches <= 9
+    assert found == [
+        f"book/output.qmd:{inline}: inline `{{python}} note` is empty",
+        f"book/output.qmd:{inline}: inline `{{python}} \"**bold**\"` carries markdown",
+        f"book/output.qmd:{wide}: fig-output-wide is {inches} in wide",
+        f"book/output.qmd:{index}: tbl-output-index shows a DataFrame with its default integer "
+        "index, which the table prints as a first column: show it with plots.table(df)"]
 
 
 def test_quarto_render(tmp_path):
