@@ -7,15 +7,27 @@ Guarantees:
   swept on the next start.
 - A lock per key (flock, released by the OS if the process dies) stops two
   processes from running the same run: the second waits, then finds it cached.
-- Ctrl-C stops the batch: queued runs are cancelled and running ones killed (their
-  kernels exit with them); finished runs are kept and a rerun resumes.
+- Ctrl-C stops the batch: queued runs are cancelled and running ones killed (the
+  local worker processes are killed, and their kernels exit with them); finished runs
+  are kept and a rerun resumes.
 - A failed run records its traceback under its key and the batch goes on;
   finished and diverged runs are cached, failed ones are retried next time.
+- Local runs reuse warm kernels: each job slot is a worker process that keeps one
+  Jupyter kernel across its runs (imports, torch above all, are paid once per slot, not
+  once per run). Before each run the kernel's namespace is reset (`%reset -f`, open
+  figures closed, garbage collected, execution count, working directory and thread hint
+  restored), so no variable of an earlier run is seen by a later one; imported modules
+  and their state stay. A run that fails, or a kernel that dies or does not answer the
+  reset, costs the slot its kernel: the next run gets a fresh one. Exclusive runs and
+  runs the plan gives `threads` get a fresh kernel of their own each (their thread count
+  is set before torch is imported), and so do runs on Dask.
 - Runs the plan marks `exclusive` run one at a time with nothing else of the batch
-  running (locally and on Dask), before the others; the others start longest first.
+  running (locally and on Dask), before the others; the others start longest first, each
+  on the first free slot.
 - Kernels get their CPU threads through their environment (OMP_NUM_THREADS); local
   parallel runs share the cores, and as a batch winds down the runs still going are told
-  (a hint file, see `train.follow_thread_hint`) to take the threads of finished ones.
+  (a hint file per slot, see `train.follow_thread_hint`) to take the threads of finished
+  ones; a warm kernel rereads its slot's hint when it is reset for its next run.
 """
 import contextlib
 import fcntl
@@ -179,11 +191,13 @@ def is_done(results: Path, key: str) -> bool:
 
 def execute(run: dict, results: Path, data_root: Path, force: bool = False,
             experiments_dir: Path = paths.EXPERIMENTS_DIR, threads: int | None = None,
-            threads_file: Path | None = None) -> Outcome:
+            threads_file: Path | None = None, kernel: "WarmKernel | None" = None) -> Outcome:
     """Run one notebook (a plan.Run record) into results/runs/<key>; never raises.
 
     `threads`: the CPU threads the runner gives a run the plan gives none (see
     `kernel_threads`); `threads_file`: a file the kernel rereads for that number each epoch.
+    `kernel`: a job slot's warm kernel to run in (reset first; replaced if the run fails);
+    without one, papermill starts a fresh kernel for the run and shuts it down after.
     """
     import papermill
 
@@ -202,16 +216,24 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
         status = {"key": key, "started": _now(), "host": socket.gethostname(),
                   "versions": _versions(), "git_commit": _git_commit(),
                   "data": data_identity(data_root)}
+        env = _kernel_env(run, threads, threads_file)
         try:
-            papermill.execute_notebook(
-                str(Path(experiments_dir) / run["notebook"]), str(tmp / "notebook.ipynb"),
-                parameters={**run["params"], "run_dir": str(tmp), "data_dir": str(data_root)},
-                cwd=str(paths.PROJECT_ROOT), kernel_name="python3", progress_bar=False,
-                kernel_manager_class=_kernel_manager(_kernel_env(run, threads, threads_file)),
+            if kernel is None:
                 # The kernel's start-up warnings would drown the progress bar, and so would
                 # the "KeyboardInterrupt caught in kernel" ERROR that ipykernel logs when
                 # jupyter_client's shutdown interrupts it; cell errors still reach papermill.
-                extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+                where = {"kernel_manager_class": _kernel_manager(env),
+                         "extra_arguments": KERNEL_ARGUMENTS}
+                status["kernel"] = {"pid": None, "earlier_runs": 0}
+            else:
+                # papermill hands `km` to nbclient, which neither starts nor shuts down a
+                # kernel it is given (NotebookClient.setup_kernel: `km.has_kernel`).
+                where = {"km": kernel.ready(env)}
+                status["kernel"] = {"pid": kernel.pid, "earlier_runs": kernel.runs - 1}
+            papermill.execute_notebook(
+                str(Path(experiments_dir) / run["notebook"]), str(tmp / "notebook.ipynb"),
+                parameters={**run["params"], "run_dir": str(tmp), "data_dir": str(data_root)},
+                cwd=str(paths.PROJECT_ROOT), kernel_name="python3", progress_bar=False, **where)
             summary = read_json(tmp / "summary.json")
             status.update(status=summary.get("status", "finished"), error=None,
                           device=_device(summary.get("device")))
@@ -224,6 +246,8 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
         status.update(finished=_now(), seconds=round(time.time() - start, 3))
         write(tmp, "status", status)
         _publish(tmp, final)
+        if kernel is not None:
+            kernel.finished(ok=status["status"] != "failed")
         return Outcome(key, status["status"], status["seconds"], status.get("error"), experiments)
 
 
@@ -256,11 +280,36 @@ def _kernel_env(run: dict, share: int | None, threads_file: Path | None) -> dict
     return env
 
 
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+# nbclient gives the kernels it starts an in-memory history (NotebookClient.ipython_hist_file:
+# kernels running at once would otherwise share one sqlite file); a warm kernel, which nbclient
+# does not start, gets the same.
+WARM_KERNEL_ARGUMENTS = [*KERNEL_ARGUMENTS, "--HistoryManager.hist_file=:memory:"]
+RESET_TIMEOUT = 60.0  # seconds a warm kernel may take to reset before it is replaced
+
+# Run silently (no history, no execution count, no output) in a warm kernel before each
+# run, through a client of its own: the run's notebook is saved as a fresh kernel runs it.
+RESET_CODE = """\
+%reset -f
+import gc as _gc, os as _os, sys as _sys
+if "matplotlib.pyplot" in _sys.modules:
+    _sys.modules["matplotlib.pyplot"].close("all")
+_os.chdir({cwd!r})
+{omp}
+if "analysis.train" in _sys.modules:
+    _sys.modules["analysis.train"].follow_thread_hint()
+_sys.modules["IPython"].get_ipython().execution_count = 1
+_gc.collect()
+del _gc, _os, _sys
+"""
+
+
 def _kernel_manager(env: dict):
     """A kernel manager class whose kernels see `env` on top of this process's environment.
 
     Handed to the kernel rather than set in os.environ, as a Dask worker runs several runs
-    in threads of one process, each with its own thread count."""
+    in threads of one process, each with its own thread count. The manager remembers the
+    clients it made, so that `WarmKernel` can close the ones nbclient leaves open."""
     from jupyter_client import AsyncKernelManager  # nbclient's default kernel manager
 
     class KernelManager(AsyncKernelManager):
@@ -268,7 +317,109 @@ def _kernel_manager(env: dict):
             kw["env"] = {**kw.get("env", os.environ), **env}
             return await super().start_kernel(**kw)
 
+        def client(self, **kw):
+            kc = super().client(**kw)
+            self.__dict__.setdefault("dlbook_clients", []).append(kc)
+            return kc
+
     return KernelManager
+
+
+class WarmKernel:
+    """A job slot's Jupyter kernel, kept alive across the runs the slot executes.
+
+    `ready` starts it for the slot's first run (with that run's kernel environment) and
+    resets it before each later one (RESET_CODE: the namespace is emptied, modules stay
+    imported); `finished` closes the clients nbclient opened, and shuts the kernel down
+    after a failed run, whose state may be broken: the next `ready` starts a fresh one,
+    as it does for a kernel that died or did not answer the reset in RESET_TIMEOUT.
+    Used from one thread, whose event loop (jupyter_core's `run_sync`) nbclient shares.
+    """
+
+    def __init__(self):
+        self.km = None
+        self.runs = 0  # runs started in the current kernel
+
+    @property
+    def pid(self) -> int | None:
+        return getattr(self.km.provisioner, "pid", None) if self.km is not None else None
+
+    def ready(self, env: dict):
+        """The kernel manager of a live kernel with an empty namespace, for the next run."""
+        from jupyter_core.utils import run_sync
+
+        if self.km is not None:
+            try:
+                run_sync(self._reset)(env)
+            except Exception:  # noqa: BLE001 - dead, hung or broken: a fresh kernel instead
+                self.close(now=True)
+        if self.km is None:
+            self.km = _kernel_manager(env)(kernel_name="python3")
+            self.runs = 0
+            run_sync(self.km.start_kernel)(extra_arguments=WARM_KERNEL_ARGUMENTS,
+                                           cwd=str(paths.PROJECT_ROOT))
+        self.runs += 1
+        return self.km
+
+    async def _reset(self, env: dict) -> None:
+        import asyncio
+
+        if not await self.km.is_alive():
+            raise RuntimeError("the kernel died")
+        omp = env.get("OMP_NUM_THREADS")
+        code = RESET_CODE.format(cwd=str(paths.PROJECT_ROOT), omp="" if omp is None else
+                                 f"_os.environ['OMP_NUM_THREADS'] = {omp!r}")
+        kc = self.km.client()
+        # The shell channel alone: its replies are routed to this client, with no
+        # subscription to wait for (IOPub would need one).
+        kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
+        try:
+            msg_id = kc.execute(code, silent=True, store_history=False, allow_stdin=False)
+
+            async def reply_to_reset():
+                while True:
+                    reply = await kc.shell_channel.get_msg()
+                    if reply["parent_header"].get("msg_id") == msg_id:
+                        return reply
+
+            # wait_for, not asyncio.timeout: the package supports Python 3.10.
+            reply = await asyncio.wait_for(reply_to_reset(), RESET_TIMEOUT)
+        finally:
+            self._close_clients()
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"reset failed: {reply['content'].get('ename')}: "
+                               f"{reply['content'].get('evalue')}")
+
+    def finished(self, ok: bool) -> None:
+        """After a run: close its clients; after a failed one, the kernel too."""
+        self._close_clients()
+        if not ok:
+            self.close(now=True)
+
+    def _close_clients(self) -> None:
+        if self.km is not None:
+            for kc in self.km.__dict__.pop("dlbook_clients", []):
+                with contextlib.suppress(Exception):
+                    kc.stop_channels()
+
+    def close(self, now: bool = False) -> None:
+        """Shut the kernel down (`now`: kill it rather than ask it to exit)."""
+        from jupyter_core.utils import run_sync
+
+        km, self.km = self.km, None
+        if km is None:
+            return
+        for kc in km.__dict__.pop("dlbook_clients", []):
+            with contextlib.suppress(Exception):
+                kc.stop_channels()
+        with contextlib.suppress(Exception):
+            run_sync(km.shutdown_kernel)(now=now)
+
+
+def _warm(run: dict) -> bool:
+    """Whether a run may use its slot's warm kernel: not one whose threads the plan sets
+    (exclusive, or `threads`), which must be in the kernel's environment before torch loads."""
+    return not (run.get("exclusive") or run.get("threads"))
 
 
 def _last_line(e: Exception) -> str:
@@ -360,12 +511,13 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not live)
     outcomes = []
     names = plan.labels(runs)
-    eta = TimeLeft({r["key"]: plan.expected_cost(r["notebook"], r["params"]) for r in todo})
+    eta = TimeLeft({r["key"]: plan.expected_cost(r["notebook"], r["params"]) for r in todo},
+                   jobs=1 if dask_address else jobs)
 
     def done(outcome: Outcome):
         outcomes.append(outcome)
         what = f"{names.get(outcome.key, ','.join(outcome.experiments))} {outcome.status}"
-        left = eta.done(outcome.key, cached=outcome.status == "cached")
+        left = eta.done(outcome.key, outcome.seconds, cached=outcome.status == "cached")
         bar.update(1)
         bar.set_postfix_str(f"{left}; last: {what}", refresh=False)
         if progress and not live and outcome.status != "cached":
@@ -383,6 +535,9 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
                 "as tcp://HOST:PORT (`dask scheduler` prints it), or drop --dask to run "
                 "here") from None
         with client:
+            # Dask runs get a fresh kernel each (no `kernel`): a worker runs several runs at
+            # once in threads of one process, each with its own event loop and thread count,
+            # and a kernel kept per worker thread would outlive the batch in the cluster.
             # Each exclusive run is submitted alone and awaited before anything else is
             # submitted: the runner cannot see the workers, only what it submitted itself.
             for r in exclusive:
@@ -401,35 +556,39 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
         _in_processes(exclusive, 1, done, (results, data_root, force, experiments_dir))
         _in_processes(shared, jobs, done, (results, data_root, force, experiments_dir))
     else:
-        for r in todo:
-            done(execute(r, results, data_root, force, experiments_dir))
+        # One worker process too, for its warm kernel and for Ctrl-C to stop a run at once.
+        _in_processes(todo, 1, done, (results, data_root, force, experiments_dir))
     bar.close()
     return outcomes
 
 
 class TimeLeft:
-    """Estimated time left in a batch, from the plan's cost estimates (`plan.expected_cost`)
-    and the pace of the runs executed so far: elapsed x (cost left / cost done). A run's
-    fixed cost (kernel, imports, data) counts as FIXED_COST multiply-accumulates, so that
-    runs of no training cost (0 epochs, cost tables) still count."""
+    """Estimated time left in a batch: the plan's cost estimate of every run still to come
+    (`plan.expected_cost`, plus FIXED_COST for a run's start-up), priced at the seconds per
+    unit of cost the training runs executed so far took, shared among the jobs that run
+    at once. Runs without training cost (latency, cost tables) do not set the pace: their
+    time has nothing to do with multiply-accumulates. An estimate: MACs price a ResNet
+    epoch higher than a CPU takes to run it, so with both in a batch it errs long."""
 
-    FIXED_COST = 2e10  # roughly what a LeNet-5 run trains in its fixed ~5 s on one core
+    FIXED_COST = 2e10  # roughly what a LeNet-5 run trains in a run's fixed seconds
 
-    def __init__(self, costs: dict[str, float]):
+    def __init__(self, costs: dict[str, float], jobs: int = 1):
         self.left = {key: cost + self.FIXED_COST for key, cost in costs.items()}
-        self.spent = 0.0
-        self.start = time.time()
+        self.training = {key for key, cost in costs.items() if cost > 0}
+        self.jobs = max(1, jobs)
+        self.seconds_spent = self.cost_spent = 0.0
 
-    def done(self, key: str, cached: bool = False) -> str:
+    def done(self, key: str, seconds: float = 0.0, cached: bool = False) -> str:
         cost = self.left.pop(key, 0.0)
-        if not cached:  # a cached run took no time: it is no work left, nor any pace
-            self.spent += cost
+        if not cached and key in self.training:  # a cached run took no time: no pace
+            self.seconds_spent += seconds
+            self.cost_spent += cost
         return self.text()
 
     def seconds(self) -> float | None:
-        if not self.spent:
+        if not self.cost_spent:
             return None
-        return (time.time() - self.start) * sum(self.left.values()) / self.spent
+        return self.seconds_spent / self.cost_spent * sum(self.left.values()) / self.jobs
 
     def text(self) -> str:
         s = self.seconds()
@@ -439,7 +598,7 @@ class TimeLeft:
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 90:
+    if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
@@ -447,58 +606,141 @@ def _duration(seconds: float) -> str:
 
 
 def _in_processes(todo: list[dict], jobs: int, done, args: tuple) -> None:
-    """Execute runs in up to `jobs` child processes, reporting each Outcome to `done`.
+    """Execute runs in up to `jobs` worker processes, reporting each Outcome to `done`.
 
-    Processes, not threads, so that Ctrl-C can stop runs in flight: the children ignore
-    SIGINT, and on any interruption the parent kills them (their kernels notice their
-    parent is gone and exit); a killed run leaves only its `.tmp-` folder, swept next time.
-    Runs whose threads the runner chooses get `thread_share` of the cores at start, and a
-    hint file that is rewritten as the batch winds down (`train.follow_thread_hint`).
+    Each worker is a job slot that keeps a warm kernel (`WarmKernel`) across its runs; the
+    runs go, in order, to whichever slot is free. Processes, not threads, so that Ctrl-C
+    can stop runs in flight: the workers ignore SIGINT, and on any interruption the parent
+    kills them (their kernels notice their parent is gone and exit); a killed run leaves
+    only its `.tmp-` folder, swept next time. A worker that dies fails its run only; the
+    next run gets a new worker. With more than one job, runs whose threads the runner
+    chooses get `thread_share` of the cores at start, and their slot's hint file is
+    rewritten at each run's start and as the batch winds down (`train.follow_thread_hint`).
     """
     import multiprocessing
     from multiprocessing.connection import wait
 
     ctx = multiprocessing.get_context("fork")  # no re-import of the caller's __main__
     cpus = os.cpu_count() or 1
-    pending, running = list(todo), {}
+    sharing = jobs > 1  # one job: the kernel's own default threads, and no hint to follow
+    pending, idle, busy, slots = list(todo), [], {}, []
+    finished = False
     try:
-        while pending or running:
-            starting = pending[:jobs - len(running)]
+        while pending or busy:
+            starting = pending[:jobs - len(busy)]
             del pending[:len(starting)]
-            share = thread_share(cpus, jobs, len(running) + len(starting), len(pending))
+            share = thread_share(cpus, jobs, len(busy) + len(starting), len(pending))
             for run in starting:
-                hint = _threads_file(args[0], run) if _shares_cores(run) else None
+                slot = idle.pop() if idle else None
+                if slot is not None and not slot.process.is_alive():  # died while idle
+                    slot.retire(slots)
+                    slot = None
+                slot = slot or _Slot.start(ctx, slots, args)
+                hint = slot.hint if sharing and _shares_cores(run) else None
                 if hint:
                     _write_threads(hint, share)
-                reader, writer = ctx.Pipe(duplex=False)
-                process = ctx.Process(target=_child, args=(writer, run, *args, share, hint),
-                                      daemon=True)
-                process.start()
-                writer.close()
-                running[reader] = (process, run, hint)
+                # Should the worker be gone already, its pipe reads EOF below: the run fails.
+                slot.send((run, share if sharing else None, hint))
+                busy[slot.conn] = (slot, run, hint)
             if not pending:  # the batch winds down: finished runs' threads to the rest
-                for _, _, hint in running.values():
+                for _, _, hint in busy.values():
                     if hint:
                         _write_threads(hint, share)
-            for reader in wait(list(running)):
-                process, run, hint = running.pop(reader)
+            for conn in wait(list(busy)):
+                slot, run, _ = busy.pop(conn)
                 try:
-                    outcome = reader.recv()
+                    outcome = conn.recv()
                 except EOFError:  # killed, or out of memory: only this run fails
-                    outcome = None
-                process.join()
-                if hint:
-                    hint.unlink(missing_ok=True)
-                done(outcome or Outcome(
-                    run["key"], "failed", experiments=tuple(run["experiments"]),
-                    error=f"runner process died (exit code {process.exitcode})"))
+                    slot.retire(slots)
+                    outcome = Outcome(
+                        run["key"], "failed", experiments=tuple(run["experiments"]),
+                        error=f"runner process died (exit code {slot.process.exitcode})")
+                else:
+                    idle.append(slot)
+                done(outcome)
+        finished = True
     finally:
-        for process, _, _ in running.values():
-            process.terminate()
-        for process, _, hint in running.values():
-            process.join(timeout=10)
-            if hint:
-                hint.unlink(missing_ok=True)
+        for slot in slots:
+            if not (finished and slot.send(None)):  # None: shut your kernel down and exit
+                slot.process.kill()  # interrupted: at once, whatever it was doing
+        for slot in list(slots):
+            slot.process.join(timeout=30)
+            if slot.process.is_alive():
+                slot.process.kill()
+            slot.retire(slots)
+
+
+@dataclass(eq=False)
+class _Slot:
+    """A worker process of `_in_processes`, the parent's end of its pipe, its hint file."""
+    number: int
+    process: object
+    conn: object
+    hint: Path
+
+    @classmethod
+    def start(cls, ctx, slots: list, args: tuple) -> "_Slot":
+        number = min(set(range(len(slots) + 1)) - {s.number for s in slots})
+        mine, theirs = ctx.Pipe()
+        # The child closes its copies of the parent's ends of the pipes (its own and the
+        # other workers'), so that every worker reads EOF once the parent is gone.
+        inherited = [s.conn for s in slots] + [mine]
+        process = ctx.Process(target=_worker, args=(theirs, inherited, *args), daemon=True)
+        process.start()
+        theirs.close()
+        slot = cls(number, process, mine, _threads_file(args[0], number))
+        slots.append(slot)
+        return slot
+
+    def send(self, job) -> bool:
+        try:
+            self.conn.send(job)
+            return True
+        except OSError:  # the worker is gone
+            return False
+
+    def retire(self, slots: list) -> None:
+        """Forget a worker that has exited (or been killed)."""
+        self.process.join()
+        self.conn.close()
+        self.hint.unlink(missing_ok=True)
+        slots.remove(self)
+
+
+def _worker(conn, inherited, results, data_root, force, experiments_dir) -> None:
+    """A job slot: execute the runs the parent sends, in one warm kernel, until told to stop
+    (None) or the parent is gone."""
+    import contextvars
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for c in inherited:
+        c.close()
+    # A context of its own, so jupyter_core's run_sync makes this process its own event
+    # loop rather than reuse one the parent may have made before the fork (its epoll
+    # instance would be shared with the parent and the other workers).
+    contextvars.Context().run(_serve, conn, results, data_root, force, experiments_dir)
+
+
+def _serve(conn, results, data_root, force, experiments_dir) -> None:
+    kernel = WarmKernel()
+    try:
+        while True:
+            try:
+                job = conn.recv()
+            except EOFError:  # the parent is gone
+                return
+            if job is None:
+                return
+            run, share, hint = job
+            outcome = execute(run, results, data_root, force, experiments_dir, share, hint,
+                              kernel=kernel if _warm(run) else None)
+            try:
+                conn.send(outcome)
+            except OSError:  # the parent is gone (its run is published all the same)
+                return
+    finally:
+        kernel.close()
 
 
 def thread_share(cpus: int, jobs: int, running: int, pending: int) -> int:
@@ -512,9 +754,9 @@ def thread_share(cpus: int, jobs: int, running: int, pending: int) -> int:
     return max(1, cpus // max(1, slots))
 
 
-def _threads_file(results: Path, run: dict) -> Path:
-    # Per runner process too: another runner waiting for the same run must not touch it.
-    return Path(results) / "locks" / f"{run['key']}.{os.getpid()}.threads"
+def _threads_file(results: Path, slot: int) -> Path:
+    # Per runner process too: another runner on the same results must not touch it.
+    return Path(results) / "locks" / f"slot{slot}.{os.getpid()}.threads"
 
 
 def _write_threads(path: Path, threads: int) -> None:
@@ -523,13 +765,6 @@ def _write_threads(path: Path, threads: int) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(str(threads))
     tmp.replace(path)
-
-
-def _child(writer, run, results, data_root, force, experiments_dir, share, hint) -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    writer.send(execute(run, results, data_root, force, experiments_dir, share, hint))
 
 
 def summarize(outcomes: list[Outcome], wall: float, results: Path) -> str:

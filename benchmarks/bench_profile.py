@@ -1,13 +1,18 @@
 """What a profile's runs cost beyond their training: the fixed cost of one run, and how
 well a batch of runs kept its jobs busy.
 
-1. Fixed cost. A 0-epoch LeNet-5 run goes through the real runner path
-   (`runner.execute`: lock, papermill, a fresh kernel, train.ipynb, the status record)
-   --repeats times into a temporary results folder; the median is the price every run
-   of a profile pays before its first epoch. Measured in the same process, for scale:
-   a fresh interpreter importing torch, a Jupyter kernel starting and stopping, and the
-   notebook's training call (`train.train`, 0 epochs) in a fresh interpreter. The run's
-   cost over that last one is what the runner and papermill add.
+1. Fixed cost. --repeats + 1 0-epoch LeNet-5 runs (seeds 0, 1, ...) go through the real
+   runner path (`runner.run_batch` with one job: a worker process, its warm kernel,
+   train.ipynb, the status record) as one batch, into a temporary results folder. The
+   first run starts the slot's kernel (cold: kernel start, `import torch`, torch._dynamo
+   imported by the first optimizer, the data read); the later ones reuse it after a
+   namespace reset (warm), as every run after a slot's first does in a batch. Printed:
+   the cold run, the median of the warm ones (each run's status `seconds`), and the
+   batch's wall time. Measured in the same process, for scale (median of --repeats):
+   a fresh interpreter importing torch, a Jupyter kernel starting and stopping, the
+   notebook's training call (`train.train`, 0 epochs) in a fresh interpreter, and the
+   same call made a second time in one interpreter. A run's cost over the matching
+   training call is what the runner, papermill and the kernel add.
 
 2. Parallel efficiency (with --results). From a results folder's index for --profile,
    the sum of the runs' seconds (their status records), the batch's wall time (last
@@ -43,9 +48,10 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def python(code: str) -> None:
-    subprocess.run([sys.executable, "-c", code], cwd=paths.PROJECT_ROOT, check=True,
-                   capture_output=True)
+def python(code: str) -> str:
+    """Run `code` in a fresh interpreter; return what it printed."""
+    return subprocess.run([sys.executable, "-c", code], cwd=paths.PROJECT_ROOT, check=True,
+                          capture_output=True, text=True).stdout
 
 
 def kernel_start_stop() -> None:
@@ -57,44 +63,68 @@ def kernel_start_stop() -> None:
     km.shutdown_kernel(now=False)
 
 
-def zero_epoch_run(data_root: Path) -> plan.Run:
-    """The plan's run of train.ipynb with the notebook's defaults, 0 epochs, on the CPU."""
+def zero_epoch_runs(data_root: Path, n: int) -> list[plan.Run]:
+    """The plan's run of train.ipynb with the notebook's defaults, 0 epochs, on the CPU,
+    with seeds 0 .. n-1 (n runs of one cost, in that order)."""
     nb = paths.EXPERIMENTS_DIR / "train.ipynb"
-    params = {k: v for k, v in plan.notebook_parameters(nb).items()
-              if k not in plan.RUNNER_PARAMS}
-    params.update(model="lenet5", epochs=0, device="cpu")
-    key = plan.run_key(nb, params, runner.data_fingerprint(data_root))
-    return plan.Run(key, "train.ipynb", params, ["bench-profile"], ["-"])
+    defaults = {k: v for k, v in plan.notebook_parameters(nb).items()
+                if k not in plan.RUNNER_PARAMS}
+    fingerprint = runner.data_fingerprint(data_root)
+    runs = []
+    for seed in range(n):
+        params = {**defaults, "model": "lenet5", "epochs": 0, "device": "cpu", "seed": seed}
+        runs.append(plan.Run(plan.run_key(nb, params, fingerprint), "train.ipynb", params,
+                             ["bench-profile"], ["-"]))
+    return runs
 
 
 def fixed_cost(data_root: Path, repeats: int) -> None:
-    run = zero_epoch_run(data_root).record()
+    runs = zero_epoch_runs(data_root, repeats + 1)
     with tempfile.TemporaryDirectory() as results:
-        def one_run():
-            outcome = runner.execute(run, Path(results), data_root, force=True)
+        start = time.perf_counter()
+        outcomes = runner.run_batch(runs, Path(results), data_root, jobs=1, progress=False)
+        wall = time.perf_counter() - start
+        for outcome in outcomes:
             if outcome.status != "finished":
-                sys.exit(f"bench_profile: the 0-epoch run {outcome.status}: {outcome.error}\n"
-                         f"see {Path(results) / 'runs' / run['key'] / 'notebook.ipynb'}")
+                sys.exit(f"bench_profile: a 0-epoch run {outcome.status}: {outcome.error}\n"
+                         f"see {Path(results) / 'runs' / outcome.key / 'notebook.ipynb'}")
+        kernels = [read_json(Path(results) / "runs" / o.key / "status.json").get("kernel", {})
+                   for o in outcomes]
+    reused = [k.get("earlier_runs") for k in kernels]
+    if reused != list(range(len(outcomes))):
+        print(f"bench_profile: warning: the runs did not share one kernel (earlier runs in "
+              f"their kernel: {reused})", file=sys.stderr)
+    cold, warm = outcomes[0].seconds, statistics.median(o.seconds for o in outcomes[1:])
 
-        per_run = median_seconds(one_run, repeats)
+    run = runs[0].record()
     config = {k: run["params"][k] for k in ("model", "epochs", "device")}
-    train_call = (f"from analysis import train; "
-                  f"train.train({config!r}, data_dir={str(data_root)!r}, progress=False)")
+    call = f"train.train({config!r}, data_dir={str(data_root)!r}, progress=False)"
+    twice = (f"import time; from analysis import train; {call}; start = time.perf_counter(); "
+             f"{call}; print(time.perf_counter() - start)")
     pieces = [
         ("fresh interpreter importing torch", median_seconds(
-            lambda: python("import torch"), repeats)),
-        ("Jupyter kernel starting and stopping", median_seconds(kernel_start_stop, repeats)),
+            lambda: python("import torch"), repeats), cold),
+        ("Jupyter kernel starting and stopping", median_seconds(kernel_start_stop, repeats),
+         cold),
         ("train.train, 0 epochs, fresh interpreter", median_seconds(
-            lambda: python(train_call), repeats)),
+            lambda: python(f"from analysis import train; {call}"), repeats), cold),
+        ("train.train, 0 epochs, again in one", statistics.median(
+            float(python(twice)) for _ in range(repeats)), warm),
     ]
-    print(f"fixed cost per run: {per_run:.2f} s (median of {repeats} 0-epoch LeNet-5 runs "
-          f"through runner.execute, data {data_root})")
-    print("for scale, measured here (median of the same number):")
-    for what, seconds in pieces:
-        print(f"  {what:42s} {seconds:6.2f} s  ({seconds / per_run:.0%} of a run)")
-    overhead = per_run - pieces[-1][1]
-    print(f"  {'runner + papermill beyond the training call':42s} {overhead:6.2f} s  "
-          f"({overhead / per_run:.0%} of a run)")
+    print(f"fixed cost per run, 0-epoch LeNet-5 runs through runner.run_batch (one job, "
+          f"data {data_root}):")
+    print(f"  cold (the slot's first run, starts its kernel) {cold:6.2f} s")
+    print(f"  warm (median of the {len(outcomes) - 1} later runs, same kernel) {warm:6.2f} s")
+    print(f"  batch wall time {wall:.2f} s for {len(outcomes)} runs (worker start and the "
+          f"kernel's shutdown included)")
+    print(f"for scale, measured here (median of {repeats}):")
+    for what, seconds, of in pieces:
+        which = "cold" if of is cold else "warm"
+        print(f"  {what:42s} {seconds:6.2f} s  ({seconds / of:.0%} of a {which} run)")
+    for which, per_run, call_s in (("cold", cold, pieces[2][1]), ("warm", warm, pieces[3][1])):
+        overhead = per_run - call_s
+        print(f"  {'runner + papermill + kernel beyond it, ' + which:42s} {overhead:6.2f} s  "
+              f"({overhead / per_run:.0%} of a {which} run)")
 
 
 def parallel_efficiency(results: Path, profile: str, jobs: int) -> None:
@@ -135,8 +165,8 @@ def main(argv=None):
                    help="folder holding cifar-10-batches-py/ for the fixed-cost runs "
                    "(default: a small generated set, written to a temporary folder)")
     p.add_argument("--repeats", type=int, default=3,
-                   help="0-epoch runs (and reference measurements) to take the median of; "
-                   "0 skips the fixed cost (default 3)")
+                   help="warm 0-epoch runs (after one cold one) and reference "
+                   "measurements to take the median of; 0 skips the fixed cost (default 3)")
     p.add_argument("--results", default=None,
                    help="a results folder to report the parallel efficiency of "
                    "(default: none, fixed cost only)")

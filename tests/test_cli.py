@@ -22,13 +22,13 @@ def test_run_labels_name_the_parameters_that_set_a_run_apart():
                                  "k2": "sweep lr=0.01 seed=0", "k9": "alone seed=0"}
 
 
-def test_time_left_follows_the_pace_of_the_executed_runs(monkeypatch):
-    clock = [1000.0]
-    monkeypatch.setattr(runner.time, "time", lambda: clock[0])
+def test_time_left_prices_the_runs_to_come_at_the_pace_of_the_executed_ones():
     fixed = runner.TimeLeft.FIXED_COST
-    left = runner.TimeLeft({"a": 3 * fixed, "b": 3 * fixed, "c": 7 * fixed})
-    assert left.done("c", cached=True) == "time left unknown yet"  # cached: no pace yet
-    clock[0] += 60  # a (4 units of work) took a minute; b (4 units) is left: another minute
-    assert left.done("a") == "about 60 s left"
-    clock[0] += 60
-    assert left.done("b") == "done"
+    costs = {"latency": 0.0, "a": 3 * fixed, "b": 3 * fixed, "c": 7 * fixed, "d": 7 * fixed}
+    left = runner.TimeLeft(costs, jobs=2)
+    assert left.done("latency", seconds=200) == "time left unknown yet"  # sets no pace
+    assert left.done("c", cached=True) == "time left unknown yet"  # took no time: no pace
+    # a (4 units) took 60 s: b (4 units) and d (8 units) are 180 s of work, on 2 jobs 90 s.
+    assert left.done("a", seconds=60) == "about 90 s left"
+    assert left.done("b", seconds=60) == "about 60 s left"
+    assert left.done("d", seconds=120) == "done"

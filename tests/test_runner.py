@@ -228,7 +228,10 @@ def test_data_fingerprint_sees_any_change_to_the_files(tmp_path):
     assert runner.data_fingerprint(tmp_path / "nothing") == "absent"
 
 
-def test_ctrl_c_stops_a_parallel_batch_at_once_and_keeps_nothing_half_done(env, tmp_path):
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_ctrl_c_stops_a_batch_at_once_and_keeps_nothing_half_done(env, tmp_path, jobs):
+    # With one job as with two, runs execute in worker processes (each with its warm
+    # kernel): the parent kills them, and their kernels exit when they see their parent go.
     exp, results = env
     started = tmp_path / "started"
     started.mkdir()
@@ -246,14 +249,15 @@ def test_ctrl_c_stops_a_parallel_batch_at_once_and_keeps_nothing_half_done(env, 
         from analysis import plan, runner
         runs = [plan.Run(**r) for r in json.loads({json.dumps(json.dumps(recs))})]
         try:
-            runner.run_batch(runs, pathlib.Path({str(results)!r}), pathlib.Path('.'), jobs=2,
+            runner.run_batch(runs, pathlib.Path({str(results)!r}), pathlib.Path('.'),
+                             jobs={jobs},
                              progress=False, experiments_dir=pathlib.Path({str(exp)!r}))
         except KeyboardInterrupt:
             sys.exit(130)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     deadline = time.time() + 120
-    while len(list(started.iterdir())) < 2:
+    while len(list(started.iterdir())) < jobs:
         assert time.time() < deadline and proc.poll() is None, "the runs never started"
         time.sleep(0.2)
     kernels = [int(p.name) for p in started.iterdir()]
@@ -261,7 +265,7 @@ def test_ctrl_c_stops_a_parallel_batch_at_once_and_keeps_nothing_half_done(env, 
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
     assert proc.wait(timeout=60) == 130
     assert time.time() - interrupted < 30  # not after the 300 s notebooks
-    assert len(list(started.iterdir())) == 2  # the queued runs never started
+    assert len(list(started.iterdir())) == jobs  # the queued runs never started
     time.sleep(3)  # kernels poll for their parent once a second
     for pid in kernels:
         with pytest.raises(ProcessLookupError):
@@ -441,6 +445,11 @@ def test_an_exclusive_run_runs_alone_first_with_every_core(env, fake_data_dir, m
         assert [o["omp"] for o in shared] == [str(max(1, os.cpu_count() // 2))] * 2
         assert all(o["hint"] for o in shared)
     assert not list((results / "locks").glob("*.threads"))  # hints are removed after runs
+    # Runs whose threads the plan sets get a fresh kernel each; the others share warm ones.
+    kernels = [_status(results, r)["kernel"] for r in runs]
+    assert kernels[1] == kernels[3] == {"pid": None, "earlier_runs": 0}
+    if jobs == 1:
+        assert kernels[0]["pid"] == kernels[2]["pid"] is not None
 
 
 def test_dask_runs_an_exclusive_run_alone_before_the_others(env, fake_data_dir, monkeypatch):
@@ -511,3 +520,148 @@ def test_the_last_run_is_told_to_take_the_idle_threads(env, fake_data_dir, tmp_p
     share = str(cpus // 2)
     assert c["at_start"] == {"omp": share, "hint": share, "torch": cpus // 2}
     assert c["hint_later"] == str(cpus) and c["torch_later"] == cpus
+
+
+# ---------------------------------------------------------------- warm kernels
+
+# Records the kernel it ran in and what it found there, then leaves state behind that the
+# next run in the same kernel must not see: a variable, an open figure, another folder.
+WARM = """
+    import os, sys
+    found = {"pid": os.getpid(), "cwd": os.getcwd(), "marker": "marker" in globals(),
+             "torch_loaded": "torch" in sys.modules,
+             "hint": os.environ.get("DLBOOK_THREADS_FILE")}
+    import torch  # stays imported: what a warm kernel saves
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    found["figures"] = len(plt.get_fignums())
+    plt.figure()
+    marker = value
+    from analysis import results
+    results.write(run_dir, "out", found)
+    os.chdir(os.path.dirname(run_dir))
+"""
+
+
+def _status(results, run):
+    return json.loads((results / "runs" / run.key / "status.json").read_text())
+
+
+def _execution_counts(results, run):
+    nb = json.loads((results / "runs" / run.key / "notebook.ipynb").read_text())
+    return [c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_one_job_runs_a_batch_in_one_warm_kernel_with_a_fresh_namespace(env, monkeypatch):
+    from analysis import paths
+
+    exp, results = env
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    nb = make_notebook(exp, "warm.ipynb", WARM)
+    runs = [plan.Run(**record(nb, v)) for v in (1, 2, 3)]
+    outcomes = runner.run_batch(runs, results, exp.parent, progress=False, experiments_dir=exp)
+    assert [o.status for o in outcomes] == ["finished"] * 3, [o.error for o in outcomes]
+    out = [_out(results, r) for r in runs]
+    assert len({o["pid"] for o in out}) == 1  # one kernel process for the whole batch
+    assert [o["torch_loaded"] for o in out] == [False, True, True]  # modules stay imported
+    assert not any(o["marker"] for o in out)  # ... but no variable of an earlier run
+    assert [o["figures"] for o in out] == [0, 0, 0]  # nor its figures
+    assert {o["cwd"] for o in out} == {str(paths.PROJECT_ROOT)}  # nor its working folder
+    assert {o["hint"] for o in out} == {None}  # one job: no thread hint, as before
+    kernels = [_status(results, r)["kernel"] for r in runs]
+    assert [k["earlier_runs"] for k in kernels] == [0, 1, 2]
+    assert {k["pid"] for k in kernels} == {out[0]["pid"]}
+    # The saved notebooks number their cells as a fresh kernel does: the reset runs silently.
+    assert [_execution_counts(results, r) for r in runs] == [[1, 2, 3]] * 3
+
+
+def test_two_jobs_each_reuse_their_slot_kernel(env, fake_data_dir, monkeypatch):
+    exp, results = env
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    nb = make_notebook(exp, "warm.ipynb", WARM)
+    runs = [plan.Run(**record(nb, v)) for v in (1, 2, 3, 4, 5)]
+    outcomes = runner.run_batch(runs, results, fake_data_dir, jobs=2, progress=False,
+                                experiments_dir=exp)
+    assert [o.status for o in outcomes] == ["finished"] * 5, [o.error for o in outcomes]
+    out = [_out(results, r) for r in runs]
+    kernels = [_status(results, r)["kernel"] for r in runs]
+    assert len({o["pid"] for o in out}) == 2  # one kernel per slot, five runs
+    assert sorted(k["earlier_runs"] for k in kernels).count(0) == 2  # started once each
+    assert not any(o["marker"] for o in out) and not any(o["figures"] for o in out)
+    # Each slot's kernel follows its own hint file; the files go when the batch ends.
+    hint_of = {}
+    for o in out:
+        assert hint_of.setdefault(o["pid"], o["hint"]) == o["hint"]
+    assert len(set(hint_of.values())) == 2 and all(hint_of.values())
+    assert not list((results / "locks").glob("*.threads"))
+
+
+FAILS = """
+    import os
+    {action}
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether a process has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_a_failed_or_dead_kernel_is_replaced_for_the_next_run(env):
+    exp, results = env
+    nb = make_notebook(exp, "warm.ipynb", WARM)
+    raises = make_notebook(exp, "raises.ipynb",
+                           FAILS.format(action="raise RuntimeError('planted failure')"))
+    dies = make_notebook(exp, "dies.ipynb", FAILS.format(action="os._exit(1)"))
+    # Equal costs: the batch keeps this order.
+    runs = [plan.Run(**r) for r in (record(nb, 1), record(raises), record(nb, 2),
+                                    record(dies), record(nb, 3))]
+    outcomes = runner.run_batch(runs, results, exp.parent, progress=False, experiments_dir=exp)
+    assert [o.status for o in outcomes] == ["finished", "failed", "finished", "failed",
+                                            "finished"]
+    assert "planted failure" in outcomes[1].error
+    pids = [_status(results, r)["kernel"]["pid"] for r in runs]
+    assert pids[0] == pids[1]  # the failing run ran in the warm kernel ...
+    assert pids[2] != pids[1]  # ... which was replaced after it
+    assert pids[3] == pids[2] and pids[4] != pids[3]  # as was the one that died
+    assert [_status(results, r)["kernel"]["earlier_runs"] for r in runs] == [0, 1, 0, 1, 0]
+    assert all(_gone(pid) for pid in pids)  # replaced ones, and the last at the batch's end
+
+
+def test_a_warm_kernel_trains_to_the_same_numbers_as_a_fresh_one(fake_data_dir, tmp_path,
+                                                                  monkeypatch):
+    import pandas as pd
+
+    from analysis import paths
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    nb = paths.EXPERIMENTS_DIR / "train.ipynb"
+    fingerprint = runner.data_fingerprint(fake_data_dir)
+
+    def train_run(**params):
+        params = {"model": "lenet5", "epochs": 1, "subset": 100, "device": "cpu", **params}
+        return plan.Run(plan.run_key(nb, params, fingerprint), "train.ipynb", params,
+                        ["determinism"], ["-"])
+
+    probe, before = train_run(), train_run(seed=1, epochs=2)  # longer: it goes first
+    fresh, warm = tmp_path / "fresh", tmp_path / "warm"
+    outcomes = runner.run_batch([probe], fresh, fake_data_dir, progress=False)
+    outcomes += runner.run_batch([probe, before], warm, fake_data_dir, progress=False)
+    assert [o.status for o in outcomes] == ["finished"] * 3, [o.error for o in outcomes]
+    assert _status(fresh, probe)["kernel"]["earlier_runs"] == 0
+    assert _status(warm, probe)["kernel"]["earlier_runs"] == 1  # after `before`, same kernel
+    timing = ["seconds"]
+    metrics = [pd.read_csv(r / "runs" / probe.key / "metrics.csv").drop(columns=timing)
+               for r in (fresh, warm)]
+    pd.testing.assert_frame_equal(*metrics)
+    steps = [pd.read_csv(r / "runs" / probe.key / "steps.csv") for r in (fresh, warm)]
+    pd.testing.assert_frame_equal(*steps)
+    summaries = [json.loads((r / "runs" / probe.key / "summary.json").read_text())
+                 for r in (fresh, warm)]
+    for part in ("init", "test", "best_val_acc"):
+        assert summaries[0][part] == summaries[1][part], part
