@@ -23,7 +23,8 @@ PROFILES = ("smoke", "cpu", "full")
 # Injected by the runner into every notebook; not part of a run's identity.
 RUNNER_PARAMS = ("run_dir", "data_dir")
 # Modules whose code cannot change a run's numbers; editing them keeps runs valid.
-PRESENTATION_MODULES = {"plots", "results", "book", "cli", "runner", "plan", "paths"}
+PRESENTATION_MODULES = {"plots", "results", "book", "cli", "runner", "plan", "paths",
+                        "answers"}
 PACKAGE_DIR = Path(__file__).parent
 EXPERIMENT_KEYS = {"notebook", "protocol", "questions", "params", "cases", "grid", "seeds",
                    "profiles", "description", "exclusive", "threads"}

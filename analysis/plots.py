@@ -16,7 +16,38 @@ from analysis.book import COLUMN_INCHES
 
 sns.set_theme(style="whitegrid", context="notebook")
 
-METRIC_LABELS = {"loss": "cross-entropy loss", "acc": "accuracy"}
+METRIC_LABELS = {"loss": "cross-entropy loss", "acc": "accuracy (%)"}
+
+# The one mapping from parameter names and values to what a reader sees, in legends,
+# axes and tables alike.
+PARAMETER_NAMES = {
+    "batch_norm": "batch norm", "init": "initialisation", "weight_decay": "weight decay",
+    "flip_p": "flip probability", "crop_padding": "crop padding", "activation": "activation",
+    "lr": "learning rate", "l1": "L1 strength", "dropout": "dropout", "optimizer": "optimizer",
+    "model": "model", "epochs": "epochs", "seed": "seed", "penalty": "penalty",
+}
+VALUE_NAMES = {
+    "batch_norm": {True: "with BN", False: "without BN"},
+    "init": {"default": "PyTorch default", "kaiming_normal": "Kaiming normal",
+             "xavier_normal": "Xavier normal"},
+    "activation": {"relu": "ReLU", "swish": "Swish", "leaky_relu": "leaky ReLU"},
+    "split": {"train": "train (eval mode)", "val": "validation"},
+}
+
+
+def label(name: str) -> str:
+    """A parameter's name for readers: 'batch_norm' -> 'batch norm'."""
+    return PARAMETER_NAMES.get(name, name.replace("_", " "))
+
+
+def readable(frame: pd.DataFrame, columns=None) -> pd.DataFrame:
+    """`frame` with the values of known parameters (`columns`: all) in readers' words:
+    True -> 'with BN', 'kaiming_normal' -> 'Kaiming normal'. Columns keep their names."""
+    out = frame.copy()
+    for col in columns or out.columns:
+        if col in VALUE_NAMES and col in out:
+            out[col] = out[col].map(lambda v, c=col: VALUE_NAMES[c].get(v, v))
+    return out
 
 
 def curves(long: pd.DataFrame, hue: str | None = None, height: float = 2.6):
@@ -26,16 +57,36 @@ def curves(long: pd.DataFrame, hue: str | None = None, height: float = 2.6):
     parameter columns; several seeds of one configuration draw a mean with a 95% CI band.
     The two panels and the legend beside them fill the text column (`fit_to_column`).
     """
+    long = readable(long, [hue, "split"] if hue else ["split"])
+    long["value"] = long["value"].where(long["metric"] != "acc", 100 * long["value"])
+    if hue:
+        long = long.rename(columns={hue: label(hue)})
+        hue = label(hue)
     g = sns.relplot(data=long, x="epoch", y="value", col="metric", hue=hue, style="split",
-                    style_order=["val", "train"], kind="line", errorbar=("ci", 95),
-                    facet_kws={"sharey": False}, height=height, aspect=1.3,
-                    palette="colorblind" if hue else None)
+                    style_order=[VALUE_NAMES["split"]["val"], VALUE_NAMES["split"]["train"]],
+                    kind="line", errorbar=("ci", 95), facet_kws={"sharey": False},
+                    height=height, aspect=1.3, palette="colorblind" if hue else None)
     for ax, metric in zip(g.axes.flat, g.col_names, strict=True):
         ax.set_title("")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        if metric == "loss":
+            _clip_first_epoch_spike(ax, long[long["metric"] == "loss"])
     fit_to_column(g)
     return g.figure
+
+
+def _clip_first_epoch_spike(ax, loss: pd.DataFrame) -> None:
+    """A loss that starts far above where it settles (a warm-up spike, say) would squash
+    every later epoch into a flat line: cap the axis at twice the largest loss after the
+    first epoch, and say so on the axis."""
+    later = loss.loc[loss["epoch"] > loss["epoch"].min(), "value"]
+    if later.empty:
+        return
+    cap = 2 * later.max()
+    if loss["value"].max() > cap:
+        ax.set_ylim(top=cap)
+        ax.set_ylabel(f"{METRIC_LABELS['loss']} (axis cut at {cap:.2g})")
 
 
 def fit_to_column(grid, width: float = COLUMN_INCHES):
@@ -73,15 +124,21 @@ def sweep(summary: pd.DataFrame, x: str, y: str, hue: str | None = None, logx: b
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.6))
+    if hue:
+        summary = readable(summary, [hue]).rename(columns={hue: label(hue)})
+        hue = label(hue)
+    if y.endswith("acc"):  # accuracy in percent, as the prose has it
+        summary = summary.assign(**{y: 100 * summary[y]})
+        ylabel = f"{ylabel or y} (%)"
     status = summary[diverged] if diverged in summary else pd.Series("finished", summary.index)
     ok = summary[status != "diverged"]
     sns.lineplot(data=ok, x=x, y=y, hue=hue, marker="o", errorbar=("ci", 95), ax=ax,
                  palette="colorblind" if hue else None)
     flagged = False
-    for label in sorted(set(status) - {"finished", "diverged"}):
-        runs = summary[status == label]
+    for failure in sorted(set(status) - {"finished", "diverged"}):
+        runs = summary[status == failure]
         ax.scatter(runs[x], runs[y], marker="o", s=140, facecolors="none",
-                   edgecolors="crimson", linewidths=1.8, zorder=5, label=label)
+                   edgecolors="crimson", linewidths=1.8, zorder=5, label=failure)
         flagged = True
     bad = summary[status == "diverged"]
     if not bad.empty:
@@ -94,7 +151,51 @@ def sweep(summary: pd.DataFrame, x: str, y: str, hue: str | None = None, logx: b
     if logx:
         ax.set_xscale("log")
     ax.set_ylabel(ylabel or y)
+    ax.set_xlabel(label(x))
     return ax.figure
+
+
+def confusion_heatmap(table: pd.DataFrame, ax=None):
+    """A confusion matrix (`results.confusion`) as row percentages: each row, a true class,
+    sums to 100; the diagonal is the per-class accuracy."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.6, 4.6))
+    share = 100 * table.div(table.sum(axis=1), axis=0)
+    sns.heatmap(share, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, square=True,
+                cbar_kws={"label": "% of the true class"}, annot_kws={"size": 7}, ax=ax)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    return ax.figure
+
+
+def image_grid(images, titles: list[str], columns: int = 8, size: float = 0.78):
+    """uint8 images (N, 3, H, W) in a grid, one small title each."""
+    rows = math.ceil(len(images) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.32)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles, strict=False):
+        ax.imshow(np.asarray(image).transpose(1, 2, 0))
+        ax.set_title(title, fontsize=6.5, pad=2)
+    fig.tight_layout(pad=0.2, h_pad=0.5, w_pad=0.2)
+    return fig
+
+
+def filters(weight, size: float = 0.9):
+    """First-layer convolution filters (out, 3, k, k) as colour images, each rescaled to
+    its own range: the pattern a filter responds to most."""
+    w = np.asarray(weight, dtype=float)
+    low = w.min(axis=(1, 2, 3), keepdims=True)
+    high = w.max(axis=(1, 2, 3), keepdims=True)
+    scaled = (w - low) / np.maximum(high - low, 1e-12)
+    fig, axes = plt.subplots(1, len(w), figsize=(len(w) * size, size + 0.3), squeeze=False)
+    for i, (ax, f) in enumerate(zip(axes.flat, scaled, strict=True)):
+        ax.imshow(f.transpose(1, 2, 0), interpolation="nearest")
+        ax.set_title(f"filter {i + 1}", fontsize=7)
+        ax.axis("off")
+    fig.tight_layout(pad=0.2)
+    return fig
 
 
 # Readable names for the columns the book's tables show.
@@ -107,7 +208,8 @@ COLUMN_NAMES = {
     "init_val_loss": "initial loss", "init_val_acc": "initial acc", "ci_low": "95% CI low",
     "ci_high": "95% CI high", "min_val_loss_epoch": "min val loss epoch",
     "diverged_at_epoch": "diverged at epoch", "diverged_at_step": "diverged at step",
-    "diff": "difference (points)",
+    "diff": "difference (points)", "total_s": "total seconds", "longest_s": "longest run (s)",
+    **{k: v for k, v in PARAMETER_NAMES.items() if k not in ("flip_p",)},
 }
 ACCURACY_COLUMNS = ("acc", "gap", "mean", "ci_low", "ci_high", "diff")
 
@@ -122,7 +224,8 @@ def percent(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     return out.rename(columns=COLUMN_NAMES)
 
 
-def table(frame: pd.DataFrame, index: bool | None = None, names: dict | None = None) -> Markdown:
+def table(frame: pd.DataFrame, index: bool | None = None, names: dict | None = None,
+          markdown=()) -> Markdown:
     """A DataFrame as a Markdown pipe table, for a `tbl-` cell: Quarto renders it the same
     in HTML and typst, numbers it with its `tbl-cap`, never cuts long text (pandas' HTML
     stops at 50 characters) and shows no 0, 1, 2... index.
@@ -134,7 +237,11 @@ def table(frame: pd.DataFrame, index: bool | None = None, names: dict | None = N
     aligned; floats show the decimals they were rounded to (padded within a column up
     to 3 decimals, so 61.0 sits under 62.3), missing values a dash. A table whose lines
     are long takes the full text width and wraps its cells, with column widths in
-    proportion to their content: keep it to the columns the text needs."""
+    proportion to their content: keep it to the columns the text needs.
+
+    Cell text is escaped so that it stays plain text (`@32x32` is no citation), except
+    in the columns named in `markdown` (as in `frame`), whose text is markdown: a
+    cross-reference `@sec-x` there renders as a link to that section."""
     out = frame
     if index is None:
         index = any(name is not None for name in out.index.names) or not (
@@ -143,9 +250,11 @@ def table(frame: pd.DataFrame, index: bool | None = None, names: dict | None = N
         out = out.reset_index()
         out.columns = ["" if str(c) in ("index", "level_0") and c not in frame.columns else c
                        for c in out.columns]
-    out = out.rename(columns={**COLUMN_NAMES, **(names or {})})
+    raw = [c in set(markdown) for c in out.columns]
+    out = readable(out).rename(columns={**COLUMN_NAMES, **(names or {})})
     header = [_cell_text(str(c)) for c in out.columns]
-    columns = [_column_texts(out.iloc[:, k]) for k in range(out.shape[1])]
+    columns = [[" ".join(str(v).split()) for v in out.iloc[:, k]] if raw[k]
+               else _column_texts(out.iloc[:, k]) for k in range(out.shape[1])]
     numeric = [(pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col))
                or all(NUMBER_TEXT.match(t) for t in texts if t != "–")
                for (_, col), texts in zip(out.items(), columns, strict=True)]
@@ -200,8 +309,8 @@ def pct(x: float, digits: int = 1) -> str:
 
 def pts(x: float, digits: int = 1) -> str:
     """0.036 -> '3.6 points': a difference of two accuracies, in percentage points."""
-    value = 100 * float(x)
-    unit = "point" if round(abs(value), digits) == 1 else "points"
+    value = round(100 * float(x), digits) + 0.0  # + 0.0: no "-0.0"
+    unit = "point" if abs(value) == 1 else "points"
     return f"{value:.{digits}f} {unit}"
 
 
@@ -210,7 +319,16 @@ def interval(d: dict) -> str:
     '1.2 points (one seed: not judged)'."""
     if d["verdict"] == "unjudged":
         return f"{pts(d['diff'])} (one seed: not judged)"
-    return f"{pts(d['diff'])} (95% CI {100 * d['low']:.1f} to {100 * d['high']:.1f})"
+    low, high = (round(100 * d[k], 1) + 0.0 for k in ("low", "high"))
+    return f"{pts(d['diff'])} (95% CI {low:.1f} to {high:.1f})"
+
+
+def size(d: dict) -> str:
+    """The same difference as a size, for prose that already says which way it goes
+    ("lowers it by ..."): '4.1 points (95% CI 0.3 to 7.8)'."""
+    if d["diff"] >= 0:
+        return interval(d)
+    return interval({**d, "diff": -d["diff"], "low": -d["high"], "high": -d["low"]})
 
 
 def count(n: int, noun: str) -> str:

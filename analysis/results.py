@@ -245,6 +245,24 @@ def provenance(profile: str | None = None, results=None) -> dict:
     }
 
 
+def run_times(profile: str | None = None, results=None) -> pd.DataFrame:
+    """Per experiment of a profile: runs, summed and longest run seconds, devices."""
+    rows = []
+    for rec in load_index(profile, results):
+        status = read_json(run_dir(rec["key"], results) / "status.json")
+        if status.get("status") in DONE:
+            rows.append({"experiment": rec["experiments"][0], "seconds": status.get("seconds"),
+                         "device": status.get("device")})
+    if not rows:
+        raise ResultsMissing(f"no finished runs for profile {profile or current_profile()!r}")
+    df = pd.DataFrame(rows)
+    return (df.groupby("experiment", sort=False)
+            .agg(runs=("seconds", "size"), total_s=("seconds", "sum"),
+                 longest_s=("seconds", "max"),
+                 device=("device", lambda d: ", ".join(sorted(set(d.dropna())))))
+            .round({"total_s": 0, "longest_s": 0}).reset_index())
+
+
 def mean_ci(df: pd.DataFrame, by: str | list[str], value: str, level: float = 0.95) -> pd.DataFrame:
     """Mean of `value` per group with a Student-t confidence interval over runs (seeds).
 
@@ -318,12 +336,6 @@ def differences(df: pd.DataFrame, column: str, reference, value: str,
     others = [v for v in df[column].drop_duplicates() if v != reference]
     return pd.DataFrame([{column: v, **difference(df, column, v, reference, value, pair)}
                          for v in others])
-
-
-def sampling_error(n: int) -> float:
-    """Standard error of an accuracy measured on `n` images, at its largest (accuracy 0.5):
-    two runs of one setting can differ by a couple of these from the sample alone."""
-    return math.sqrt(0.25 / n)
 
 
 def data_note(official: pd.Series) -> str:

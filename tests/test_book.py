@@ -602,11 +602,11 @@ def test_tables_for_the_book_are_markdown_without_index():
     runs = pd.DataFrame({"lr": [0.001, 0.01, 1.0], "best_val_acc": [62.3, 61.0, float("nan")],
                          "status": ["finished", "a|b", None], "seed": [0, 1, 2]})
     assert plots.table(runs).data.splitlines() == [
-        "| lr    | best val acc | status   | seed |",
-        "|------:|-------------:|----------|-----:|",
-        "| 0.001 | 62.3         | finished | 0    |",
-        "| 0.010 | 61.0         | a\\|b     | 1    |",
-        "| 1.000 | –            | –        | 2    |"]
+        "| learning rate | best val acc | status   | seed |",
+        "|--------------:|-------------:|----------|-----:|",
+        "| 0.001         | 62.3         | finished | 0    |",
+        "| 0.010         | 61.0         | a\\|b     | 1    |",
+        "| 1.000         | –            | –        | 2    |"]
     counts = pd.DataFrame({"train": [5000]}, index=["cat"]).rename_axis("class")
     assert plots.table(counts).data.splitlines()[2] == "| cat   | 5000  |"
     shape = pd.DataFrame({"layer": ["16->16 s1 @32x32"], "decay": [5e-4]})
@@ -765,7 +765,7 @@ def test_sweep_marks_failed_runs_instead_of_dropping_them():
     labels = ax.get_legend_handles_labels()[1]
     assert "collapsed" in labels and "diverged" in labels
     marked = {c.get_label(): c.get_offsets().data.tolist() for c in ax.collections}
-    assert marked["collapsed"] == [[1.0, 0.1]]  # at its accuracy
+    assert marked["collapsed"] == [[1.0, 10.0]]  # at its accuracy, in percent
     assert marked["diverged"][0][0] == 3.0  # on the axis: it has no accuracy
     plt.close(fig)
 
@@ -783,8 +783,8 @@ def test_tables_for_reading_show_accuracies_in_percent_under_readable_names():
 
     table = percent(pd.DataFrame({"lr": [0.1], "best_val_acc": [0.6234], "gap": [0.0123],
                                   "seed": [0]}))
-    assert table.to_dict("records") == [{"lr": 0.1, "best val acc": 62.3, "gap (points)": 1.2,
-                                         "seed": 0}]
+    assert table.to_dict("records") == [{"learning rate": 0.1, "best val acc": 62.3,
+                                         "gap (points)": 1.2, "seed": 0}]
 
 
 @pytest.mark.parametrize("flags, start", [

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from analysis import book, cli, data, paths, plan, results, runner, train
+from analysis import answers, book, cli, data, paths, plan, results, runner, train
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +134,14 @@ def test_book_check_passes_on_the_real_book(smoke):
     assert {r["params"]["seed"] for r in results.load_index("smoke", out)} >= {0, 1}
     problems = book.check(paths.PROJECT_ROOT, results_dir=out, profile="smoke")
     assert problems == [], "\n".join(map(str, problems))
+
+
+def test_every_answer_has_a_key_number_on_the_smoke_results(smoke):
+    table = answers.glance()
+    answered = table[table["section"] != "–"]
+    assert len(answered) == len(answers.records())
+    assert answers.NO_RESULTS not in set(answered["key number"]) | set(answered["answer"])
+    assert answered["key number"].str.len().gt(0).all()
 
 
 def test_book_check_passes_on_single_seed_results(smoke, tmp_path):

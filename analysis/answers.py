@@ -1,0 +1,470 @@
+"""The answers of `book/answers.yml` as the book shows them, with a key number each,
+computed live from the results the way its chapter computes it.
+
+- `records()`: the answer records, by question id;
+- `KEYS`: per question, a function `(results_dir=None) -> Key`: the key number, a
+  short phrase ("initial loss 2.304 vs ln 10 = 2.303"), and where the finding depends
+  on the results, the short answer it gives. A question whose runs are missing raises
+  `results.ResultsMissing`, as its chapter does;
+- `opening(qid)`: the quoted question and the answer callout that open its section;
+- `glance()`: one row per question of the course, answered or not, for the preface.
+
+The text of answers.yml is static, so it only says what holds on every profile; what
+the runs found is said here, from their numbers. Chapters share the computations a key
+number needs from here (`best_cells`, `overfitting_gap`, `all_layers_speedup`, ...),
+so that the callout and the prose cannot disagree. Presentation code: no run's key
+depends on this module (plan.PRESENTATION_MODULES).
+"""
+import functools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from analysis import paths, results
+from analysis.book import ANSWERS_FILE, QUESTION_IDS
+from analysis.plots import count, interval, num, pct, pts
+
+NOT_ANSWERED = "not answered yet"
+NO_RESULTS = "no results yet"
+ONE_SEED = "Not judged: one seed per setting"
+
+# The statements of the questions without an answer record yet (QUESTIONS.md,
+# paraphrased). An answered question's text is the `question:` of its record.
+PENDING_QUESTIONS = {
+    "tf-01": "Batch normalisation drives the mean of activations to zero, and since layers "
+             "prefer normalised inputs, it greatly helps training.",
+    "tf-02": "PyTorch builds the graph dynamically and evaluates tensors eagerly, so "
+             "intermediate tensors can be inspected at any point of forward and backward.",
+    "tf-03": "Data augmentation helps any kind of deep network.",
+    "tf-04": "With adaptive optimisers (Adam) on hard datasets it is common practice to raise "
+             "epsilon (to 1.0, say) for stability and to avoid oscillation.",
+    "tf-05": "Using L2 regularisation and dropout together guarantees higher validation "
+             "accuracy than either alone.",
+    "tf-06": "Leaky ReLU fixes dying ReLU but is less stable because of its non-zero "
+             "negative-side gradient.",
+    "tf-07": "L1 regularisation gives sparser weights than L2.",
+    "tf-10": "Residual networks introduce shortcut connections to smooth the loss surface.",
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    """A question's key number, and its short answer when that depends on the results
+    (None: the record's static `short:`)."""
+
+    number: str
+    answer: str | None = None
+
+
+# ---------------------------------------------------------------- the records
+
+def records(path=None) -> dict[str, dict]:
+    """The records of book/answers.yml (or `path`), by question id."""
+    path = Path(path) if path is not None else paths.PROJECT_ROOT / ANSWERS_FILE
+    return {r["id"]: r for r in yaml.safe_load(path.read_text(encoding="utf-8")) or []}
+
+
+def question(qid: str, record: dict | None = None) -> str:
+    """The question in one sentence: its record's `question:`, else the pending text."""
+    text = (record or {}).get("question") or PENDING_QUESTIONS.get(qid)
+    if not text:
+        raise KeyError(f"{ANSWERS_FILE}: answer {qid} has no `question:`")
+    return " ".join(text.split())
+
+
+def short(qid: str, record: dict, key: Key | None = None) -> str:
+    """The short answer: the verdict for tf-*, else the key's, else the record's `short:`."""
+    if qid.startswith("tf-"):
+        return "True" if record["verdict"] else "False"
+    text = (key.answer if key else None) or record.get("short")
+    if not text:
+        raise KeyError(f"{ANSWERS_FILE}: answer {qid} has no `short:` and its key number "
+                       "gives no answer")
+    return " ".join(text.split())
+
+
+def key_number(qid: str, results_dir=None) -> Key:
+    """The key number of question `qid` (ResultsMissing when its runs are missing)."""
+    return KEYS[qid](results_dir)
+
+
+# ---------------------------------------------------------------- for the book
+
+def callout(qid: str, key: Key | None = None, path=None, results_dir=None) -> str:
+    """A Quarto callout with the answer: short answer, the record's answer, key number."""
+    record = records(path)[qid]
+    key = key_number(qid, results_dir) if key is None else key
+    headline = short(qid, record, key)
+    body = " ".join(record["answer"].split())
+    return (f'::: {{.callout-note title="Answer"}}\n**{headline}.** {body} '
+            f"**In numbers:** {key.number}.\n:::\n")
+
+
+def opening(qid: str, key: Key | None = None, path=None, results_dir=None) -> str:
+    """What opens a question's section: the question, quoted, and the answer callout
+    (for a cell with `#| output: asis`)."""
+    quote = f"> *{question(qid, records(path).get(qid))}*\n\n"
+    return "\n" + quote + callout(qid, key, path, results_dir)
+
+
+def glance(path=None, results_dir=None, keys=None) -> pd.DataFrame:
+    """One row per question of the course (book.QUESTION_IDS): id, question, short answer,
+    key number and a cross-reference to its section (markdown: show it with
+    `plots.table(..., markdown=["section"])`); questions without a record say so."""
+    found, keys = records(path), KEYS if keys is None else keys
+    rows = []
+    for qid in QUESTION_IDS:
+        record = found.get(qid)
+        if record is None:
+            rows.append({"id": qid, "question": PENDING_QUESTIONS.get(qid, "–"),
+                         "answer": NOT_ANSWERED,
+                         "key number": "–", "section": "–"})
+            continue
+        try:
+            k = keys[qid](results_dir)
+            answer, number = short(qid, record, k), k.number
+        except results.ResultsMissing:
+            answer = short(qid, record) if qid.startswith("tf-") or record.get("short") \
+                else NO_RESULTS
+            number = NO_RESULTS
+        rows.append({"id": qid, "question": question(qid, record), "answer": answer,
+                     "key number": number, "section": f"@sec-{qid}"})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- shared with chapters
+
+def judged(d: dict) -> str:
+    """A `results.difference` with its verdict: '3.2 points (95% CI 2.1 to 4.3), beyond
+    noise'."""
+    if d["verdict"] == "unjudged":
+        return interval(d)
+    return f"{interval(d)}, {'within' if d['verdict'] == 'within noise' else 'beyond'} noise"
+
+
+def overfitting_gap(metrics: pd.DataFrame) -> dict:
+    """Training minus validation accuracy at the last epoch (both scored in eval mode, no
+    augmentation), as a `results.difference` over seeds: a run's two scores are a pair."""
+    last = metrics[metrics["epoch"] == metrics["epoch"].max()]
+    return results.difference(
+        pd.concat([last.assign(split="train", acc=last["clean_train_acc"]),
+                   last.assign(split="val", acc=last["val_acc"])]),
+        "split", "train", "val", "acc")
+
+
+OVERFIT_MARGIN = 0.02  # a gap whose whole interval lies above 2 points is overfitting
+
+
+def overfits(gap: dict) -> bool:
+    return gap["verdict"] == "higher" and gap["low"] > OVERFIT_MARGIN
+
+
+def cell_name(padding, flip) -> str:
+    """An augmentation setting of Lab 2's grid: 'padding 4, flip 0.5'."""
+    return f"padding {int(padding)}, flip {num(flip)}"
+
+
+def best_cells(aug: pd.DataFrame) -> tuple[str, list[str]]:
+    """The augmentation setting with the highest mean best validation accuracy, and every
+    setting within noise of it, itself first (a group of best settings, not one winner)."""
+    aug = aug.assign(cell=[cell_name(p, f) for p, f in
+                           zip(aug["crop_padding"], aug["flip_p"], strict=True)])
+    top = cell_name(*aug.groupby(["crop_padding", "flip_p"])["best_val_acc"].mean().idxmax())
+    vs_top = results.differences(aug, "cell", top, "best_val_acc")
+    return top, [top] + list(vs_top.loc[vs_top["verdict"].isin(["within noise", "unjudged"]),
+                                        "cell"])
+
+
+CHANCE_BAND = 0.12  # best validation accuracy at most this: the run never beat chance (10%)
+
+
+def failed(runs: pd.DataFrame) -> pd.Series:
+    """Diverged (non-finite loss) or collapsed (finite loss, never above chance)."""
+    return (runs["status"] == "diverged") | (runs["best_val_acc"].fillna(0) <= CHANCE_BAND)
+
+
+def good_rates(runs: pd.DataFrame) -> tuple[float, list[float]]:
+    """A learning-rate sweep's rate of highest mean best validation accuracy, and the other
+    rates within noise of it; a rate at which a run failed is not among them, even where
+    too few runs finished to judge it."""
+    good = runs.groupby("lr")["best_val_acc"].mean().idxmax()
+    vs = results.differences(runs, "lr", good, "best_val_acc")
+    bad = set(runs.loc[failed(runs), "lr"])
+    return good, sorted(lr for lr, verdict in zip(vs["lr"], vs["verdict"], strict=True)
+                        if verdict in ("within noise", "unjudged") and lr not in bad)
+
+
+def penalty(row) -> str:
+    """A Lab 2 L1/L2 run's penalty: 'L1 0.0001', 'L2 0.001' or 'none'."""
+    if row["l1"] > 0:
+        return f"L1 {row['l1']:g}"
+    return f"L2 {row['weight_decay']:g}" if row["weight_decay"] > 0 else "none"
+
+
+NEAR_ZERO = 1e-3  # |w| below this counts as a zero weight
+
+
+def lenet_weights(runs: pd.DataFrame, results_dir=None, per_layer: int = 4000) -> pd.DataFrame:
+    """The conv and fc weights of finished LeNet-5 runs, a sample of up to `per_layer` per
+    layer and run: penalty, seed, layer (conv1, conv2, fc3..., as in the cost tables),
+    weight, near_zero (|w| < NEAR_ZERO)."""
+    from analysis import flops, models
+
+    costs = flops.module_costs(models.build_model("lenet5"), (3, 32, 32))
+    layer = costs.set_index("module")["layer"]
+    rows = []
+    for _, run in runs[runs["status"] == "finished"].iterrows():
+        for name, w in results.load_weights(run["key"], results_dir).items():
+            if name.endswith("weight") and w.dim() > 1:  # not biases or batch norm
+                rows += [{"penalty": penalty(run), "seed": run["seed"],
+                          "layer": layer[name.removesuffix(".weight")], "weight": v}
+                         for v in w.flatten()[:: max(1, w.numel() // per_layer)].tolist()]
+    weights = pd.DataFrame(rows)
+    return weights.assign(near_zero=weights["weight"].abs() < NEAR_ZERO)
+
+
+def matched_penalties(accuracy: pd.Series) -> list[tuple[str, str]]:
+    """Each L1 setting with the L2 setting of closest mean accuracy (`accuracy` by penalty)."""
+    def strength(p):
+        return float(p.split()[1])
+
+    l1 = sorted((p for p in accuracy.index if p.startswith("L1")), key=strength)
+    l2 = sorted((p for p in accuracy.index if p.startswith("L2")), key=strength)
+    return [(a, min(l2, key=lambda b: abs(accuracy[b] - accuracy[a]))) for a in l1]
+
+
+def all_layers_speedup(lat: pd.DataFrame, shapes) -> pd.DataFrame:
+    """Per device, pass and batch: the time of all the standard 3x3 convs of ResNet-20
+    (`count` of each layer shape) over that of their separable replacements; a row only
+    where every one of `shapes` has a sane timing (a partial sum answers nothing)."""
+    def one(d):
+        d = d[d["scope"] == "layer"]
+        if set(d["shape"]) != set(shapes):
+            return float("nan")
+        return (d["count"] * d["standard_s"]).sum() / (d["count"] * d["separable_s"]).sum()
+
+    return (lat.groupby(["device", "pass", "batch"]).apply(one, include_groups=False)
+            .rename("speedup").dropna().reset_index())
+
+
+def times(x: float, decimals: int = 1) -> str:
+    """1.956 -> '2.0×'."""
+    return f"{x:.{decimals}f}×"
+
+
+@functools.cache
+def _cifar():
+    from analysis import data
+
+    return data.load_cifar10()
+
+
+# ---------------------------------------------------------------- one key per question
+
+def lab1_a(results_dir=None) -> Key:
+    from analysis import models
+
+    init = results.runs(experiment="lenet-init", results=results_dir)
+    n = models.count_params(models.build_model("lenet5"))
+    return Key(f"initial loss {num(init['init_val_loss'].mean(), 4)} vs ln 10 = "
+               f"{num(math.log(10), 4)}, accuracy {pct(init['init_val_acc'].mean())}, "
+               f"{n:,} parameters")
+
+
+def lab1_b(results_dir=None) -> Key:
+    cifar = _cifar()
+    return Key(f"training-split mean {' / '.join(num(v, 3) for v in cifar.mean.tolist())}, "
+               f"std {' / '.join(num(v, 3) for v in cifar.std.tolist())} (red / green / blue)")
+
+
+def lab1_c(results_dir=None) -> Key:
+    cifar = _cifar()
+    splits = (cifar.train_y, cifar.val_y, cifar.test_y)
+    balanced = all(y.bincount(minlength=len(cifar.classes)).unique().numel() <= 2
+                   for y in splits)
+    return Key(f"{len(cifar.classes)} classes, {' / '.join(f'{len(y):,}' for y in splits)} "
+               f"train / validation / test images, {'' if balanced else 'not '}balanced")
+
+
+def lab1_d(results_dir=None) -> Key:
+    base = results.runs(experiment="lenet-baseline", results=results_dir)
+    devices = sorted(set(base["device"].dropna()))
+    gpu = any(d.startswith("cuda") for d in devices)
+    return Key(f"runs on {', '.join(devices)}" + ("" if gpu else ": this build had no GPU"))
+
+
+def lab1_g(results_dir=None) -> Key:
+    base = results.runs(experiment="lenet-baseline", results=results_dir)
+    gap = overfitting_gap(results.table("metrics", experiment="lenet-baseline",
+                                        results=results_dir))
+    loss = base["init_val_loss"].mean()
+    start = "≈ ln 10" if abs(loss - math.log(10)) < 0.1 else "far from ln 10"
+    answer = "overfits" if overfits(gap) else "shows no clear overfitting in this schedule"
+    return Key(f"initial loss {num(loss, 4)}; train - validation accuracy at the last epoch "
+               f"{judged(gap)}", f"Initial loss {start}; the network {answer}")
+
+
+INIT_NAMES = {"default": "PyTorch's default", "kaiming_normal": "Kaiming normal",
+              "xavier_normal": "Xavier normal"}
+
+
+def lab1_h(results_dir=None) -> Key:
+    schemes = results.runs(experiment="lenet-init-schemes", results=results_dir)
+    vs = results.differences(schemes, "init", "default", "best_val_acc")
+    better, worse = ([INIT_NAMES[r["init"]] for _, r in vs.iterrows() if r["verdict"] == v]
+                     for v in ("higher", "lower"))
+    answer = (f"{' and '.join(better)} beat{'s' * (len(better) == 1)} the default" if better
+              else f"No: {' and '.join(worse)} fall{'s' * (len(worse) == 1)} behind the default"
+              if worse else ONE_SEED if (vs["verdict"] == "unjudged").all()
+              else "No measurable difference from the default")
+    return Key("best validation accuracy against the default: " + "; ".join(
+        f"{INIT_NAMES[r['init']]} {judged(r)}" for _, r in vs.iterrows()), answer)
+
+
+def lab2_a(results_dir=None) -> Key:
+    aug = results.runs(experiment="lenet-augment", results=results_dir)
+    top, tied = best_cells(aug)
+    cells = aug.groupby(["crop_padding", "flip_p"])["best_val_acc"].mean()
+    others = (f" ({count(len(tied) - 1, 'other setting')} within noise of it)"
+              if len(tied) > 1 else "")
+    return Key(f"best cell {pct(cells.max())}, no augmentation {pct(cells.loc[(0, 0.0)])}",
+               f"{top.capitalize()}{others}")
+
+
+def lab2_b_bn(results_dir=None) -> Key:
+    bn = results.runs(experiment="lenet-bn", results=results_dir)
+    metrics = results.table("metrics", experiment="lenet-bn", results=results_dir)
+    gain = results.difference(bn, "batch_norm", True, False, "best_val_acc")
+    early = results.difference(metrics[metrics["epoch"] == 1], "batch_norm", True, False,
+                               "val_acc")
+    start = {"higher": "A faster start", "lower": "A slower start",
+             "within noise": "No faster start beyond noise", "unjudged": ONE_SEED}
+    best = {"higher": "higher best accuracy", "lower": "lower best accuracy",
+            "within noise": "best accuracy within noise", "unjudged": "best accuracy unjudged"}
+    return Key(f"BN - no BN: best validation accuracy {interval(gain)}, after one epoch "
+               f"{interval(early)}",
+               f"{start[early['verdict']]}, {best[gain['verdict']]}")
+
+
+def lab2_b_lr(results_dir=None) -> Key:
+    runs = results.runs(experiment="lenet-bn-lr", results=results_dir)
+    fails = runs.assign(failed=failed(runs)).groupby(["batch_norm", "lr"])["failed"].sum()
+    learns = fails[fails == 0].reset_index().groupby("batch_norm")["lr"].max()
+    top = {bn: (num(learns[bn]) if bn in learns else "none") for bn in (False, True)}
+    wider = learns.get(True, 0) > learns.get(False, 0)
+    return Key(f"largest rate that learns at every seed: {top[False]} without BN, "
+               f"{top[True]} with BN",
+               "Yes: batch norm widens the usable learning rates" if wider else
+               "Not on this grid")
+
+
+def lab2_b_swish(results_dir=None) -> Key:
+    sw = results.runs(experiment="lenet-swish", results=results_dir)
+    d = results.difference(sw, "activation", "swish", "relu", "best_val_acc")
+    return Key(f"Swish - ReLU: best validation accuracy {interval(d)}",
+               {"higher": "Yes, measurably", "lower": "No: measurably worse",
+                "within noise": "Not measurably", "unjudged": ONE_SEED}[
+                   d["verdict"]])
+
+
+def lab2_c_lr(results_dir=None) -> Key:
+    runs = results.runs(experiment="lenet-lr", results=results_dir)
+    best = runs.groupby("lr")["best_val_acc"].mean()
+    good, tied = good_rates(runs)
+    bad = runs[(runs["status"] == "diverged")
+               | ((runs["best_val_acc"] < CHANCE_BAND) & (runs["lr"] > good))]
+    failing = sorted(bad["lr"].unique())
+    return Key(f"{pct(best.max())} at lr {num(good)}, {pct(best[best.index.min()])} at "
+               f"{num(best.index.min())}",
+               f"Best at lr {num(good)}"
+               + (f" ({' and '.join(num(v) for v in tied)} within noise)" if tied else "")
+               + (f"; lr {' and '.join(num(v) for v in failing)} "
+                  f"fail{'s' * (len(failing) == 1)}" if failing else ""))
+
+
+def lab2_c_l2(results_dir=None) -> Key:
+    l2 = results.runs(experiment="lenet-l2", results=results_dir)
+    last = results.table("metrics", experiment="lenet-l2", results=results_dir)
+    last = last[last["epoch"] == last["epoch"].max()]
+    last = last.assign(gap=last["clean_train_acc"] - last["val_acc"])
+    top = l2["weight_decay"].max()
+    gap = results.difference(last, "weight_decay", top, 0.0, "gap")
+    acc = results.difference(l2, "weight_decay", top, 0.0, "best_val_acc")
+    gaps = last.groupby("weight_decay")["gap"].mean()
+    return Key(f"train - validation gap {pts(gaps[top])} at {num(top)}, {pts(gaps[0.0])} "
+               f"without, a change of {interval(gap)}; best validation accuracy "
+               f"{interval(acc)}",
+               f"At {num(top)}: " + {
+                   "lower": "a narrower train-validation gap", "higher": "a wider gap",
+                   "within noise": "no change in the gap beyond noise",
+                   "unjudged": "the gap not judged (one seed)"}[gap["verdict"]] + ", " + {
+                   "higher": "higher accuracy", "lower": "lower accuracy",
+                   "within noise": "accuracy within noise",
+                   "unjudged": "accuracy not judged"}[acc["verdict"]])
+
+
+def lab2_c_l1(results_dir=None) -> Key:
+    l1 = results.runs(experiment="lenet-l1", results=results_dir)
+    l1 = l1.assign(penalty=l1.apply(penalty, axis=1))
+    sparse = (lenet_weights(l1, results_dir).groupby(["penalty", "seed"], as_index=False)
+              ["near_zero"].mean())
+    acc, zero = (d.groupby("penalty")[v].mean() for d, v in ((l1, "best_val_acc"),
+                                                             (sparse, "near_zero")))
+    pairs = [(a, b, results.difference(l1, "penalty", a, b, "best_val_acc")["verdict"],
+              results.difference(sparse, "penalty", a, b, "near_zero")["verdict"])
+             for a, b in matched_penalties(acc)]
+    same = [z for *_, v, z in pairs if v == "within noise"]  # pairs of equal accuracy
+    answer = (ONE_SEED if any("unjudged" in p for p in pairs) else
+              "No L1 setting matched an L2 setting's accuracy" if not same else
+              "L1 leaves more weights near zero than L2 at the same accuracy"
+              if set(same) == {"higher"} else "L1 is not sparser than L2 at the same accuracy")
+    return Key("near zero: " + "; ".join(
+        f"{a} {pct(zero[a])} of weights at {pct(acc[a])} accuracy, {b} {pct(zero[b])} at "
+        f"{pct(acc[b])}" for a, b, *_ in pairs), answer)
+
+
+def lab3(results_dir=None) -> Key:
+    res = results.runs(experiment="resnet20", results=results_dir)
+    ci = results.mean_ci(res.assign(model="resnet20"), "model", "test_best_acc").iloc[0]
+    spread = (f" (95% CI {pct(ci['ci_low'], 2)} to {pct(ci['ci_high'], 2)}, "
+              f"{count(int(ci['n']), 'seed')})" if ci["n"] > 1 else " (one seed)")
+    return Key(f"test accuracy {pct(ci['mean'], 2)}{spread} after "
+               f"{count(int(res['epochs'].iloc[0]), 'epoch')}")
+
+
+def tf_08(results_dir=None) -> Key:
+    from analysis import flops
+
+    measured = results.table("latency", experiment="depthwise-latency", results=results_dir)
+    lat = measured[measured["flag"].isna() | measured["flag"].eq("")]  # flagged: no result
+    if not (lat["scope"] == "layer").any():  # as the chapter: no sane timing, no result
+        raise results.ResultsMissing("every layer timing of depthwise-latency was flagged")
+    layers = flops.separable_table()
+    macs = ((layers["count"] * layers["macs_standard"]).sum()
+            / (layers["count"] * layers["macs_separable"]).sum())
+    overall = all_layers_speedup(lat, layers["shape"])
+    best = (overall["speedup"].max() if len(overall)
+            else lat.loc[lat["scope"] == "layer", "speedup"].max())
+    return Key(f"MAC ratio {times(macs, 2)} over all {int(layers['count'].sum())} layers, best "
+               f"measured speedup {times(best)}")
+
+
+def tf_09(results_dir=None) -> Key:
+    from analysis import flops
+
+    v = flops.squeezenet_variants().set_index("variant")
+    sq, alex = v.loc["SqueezeNet 1.0"], v.loc["AlexNet"]
+    early = v.loc["SqueezeNet, early downsampling", "params"] == sq["params"]
+    return Key(f"{times(alex['params'] / sq['params'])} fewer parameters than AlexNet, "
+               f"{times(sq['macs'] / alex['macs'], 2)} its MACs; pooling early leaves the "
+               f"parameters {'unchanged' if early else 'changed'}")
+
+
+KEYS = {"lab1-a": lab1_a, "lab1-b": lab1_b, "lab1-c": lab1_c, "lab1-d": lab1_d,
+        "lab1-g": lab1_g, "lab1-h": lab1_h, "lab2-a": lab2_a, "lab2-b-bn": lab2_b_bn,
+        "lab2-b-lr": lab2_b_lr, "lab2-b-swish": lab2_b_swish, "lab2-c-lr": lab2_c_lr,
+        "lab2-c-l2": lab2_c_l2, "lab2-c-l1": lab2_c_l1, "lab3": lab3, "tf-08": tf_08,
+        "tf-09": tf_09}
