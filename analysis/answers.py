@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis import paths, results
+from analysis import paths, plots, results
 from analysis.book import ANSWERS_FILE, QUESTION_IDS
 from analysis.plots import count, interval, num, pct, pts
 
@@ -307,8 +307,7 @@ def lab1_g(results_dir=None) -> Key:
                f"{judged(gap)}", f"Initial loss {start}; the network {answer}")
 
 
-INIT_NAMES = {"default": "PyTorch's default", "kaiming_normal": "Kaiming normal",
-              "xavier_normal": "Xavier normal"}
+INIT_NAMES = plots.VALUE_NAMES["init"]  # one mapping, shared with the figures
 
 
 def lab1_h(results_dir=None) -> Key:

@@ -28,7 +28,7 @@ PARAMETER_NAMES = {
 }
 VALUE_NAMES = {
     "batch_norm": {True: "with BN", False: "without BN"},
-    "init": {"default": "PyTorch default", "kaiming_normal": "Kaiming normal",
+    "init": {"default": "PyTorch's default", "kaiming_normal": "Kaiming normal",
              "xavier_normal": "Xavier normal"},
     "activation": {"relu": "ReLU", "swish": "Swish", "leaky_relu": "leaky ReLU"},
     "split": {"train": "train (eval mode)", "val": "validation"},

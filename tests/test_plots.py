@@ -14,7 +14,7 @@ def test_parameter_values_and_names_read_as_words():
                           "lr": [0.1, 0.01]})
     shown = plots.readable(frame)
     assert shown["batch_norm"].tolist() == ["with BN", "without BN"]
-    assert shown["init"].tolist() == ["Kaiming normal", "PyTorch default"]
+    assert shown["init"].tolist() == ["Kaiming normal", "PyTorch's default"]
     assert shown["lr"].tolist() == [0.1, 0.01]  # no mapping: unchanged
     assert plots.label("weight_decay") == "weight decay" and plots.label("some_key") == "some key"
     text = plots.table(frame).data
