@@ -145,6 +145,14 @@ def judged(d: dict) -> str:
     return f"{interval(d)}, {'within' if d['verdict'] == 'within noise' else 'beyond'} noise"
 
 
+def last_epoch(metrics: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The final epoch of every run (per `by` and seed), with the train/validation accuracy
+    gap (training accuracy measured like validation accuracy: eval mode, no augmentation)."""
+    last = metrics.sort_values("epoch").groupby(by + ["seed"]).tail(1).copy()
+    last["gap"] = last["clean_train_acc"] - last["val_acc"]
+    return last
+
+
 def overfitting_gap(metrics: pd.DataFrame) -> dict:
     """Training minus validation accuracy at the last epoch (both scored in eval mode, no
     augmentation), as a `results.difference` over seeds: a run's two scores are a pair."""
@@ -386,9 +394,8 @@ def lab2_c_lr(results_dir=None) -> Key:
 
 def lab2_c_l2(results_dir=None) -> Key:
     l2 = results.runs(experiment="lenet-l2", results=results_dir)
-    last = results.table("metrics", experiment="lenet-l2", results=results_dir)
-    last = last[last["epoch"] == last["epoch"].max()]
-    last = last.assign(gap=last["clean_train_acc"] - last["val_acc"])
+    last = last_epoch(results.table("metrics", experiment="lenet-l2", results=results_dir),
+                      ["weight_decay"])
     top = l2["weight_decay"].max()
     gap = results.difference(last, "weight_decay", top, 0.0, "gap")
     acc = results.difference(l2, "weight_decay", top, 0.0, "best_val_acc")

@@ -111,9 +111,9 @@ def data_identity(data_root: Path) -> dict:
     """
     from analysis import data
 
-    pixels = data.pixel_hashes(data_root)
-    return {"fingerprint": data_fingerprint(data_root), "pixels_sha256": pixels,
-            "official": pixels == data.OFFICIAL_PIXELS}
+    return {"fingerprint": data_fingerprint(data_root),
+            "pixels_sha256": data.pixel_hashes(data_root),  # decoded once, cached
+            "official": data.is_official(data_root)}
 
 
 def ensure_data(data_root: Path, explicit: bool, download: bool = True) -> None:
