@@ -124,7 +124,8 @@ class BasicBlock(nn.Module):
 
 
 class ResNet20(nn.Module):
-    """CIFAR ResNet-20 (269,722 parameters); plain-20 with `shortcuts=False`."""
+    """CIFAR ResNet-20 (269,722 parameters); plain-20 with `shortcuts=False`; ResNet-56
+    (853,018 parameters) and plain-56 with `blocks_per_stage=9`."""
 
     def __init__(self, num_classes=10, shortcuts=True, separable=False, blocks_per_stage=3):
         super().__init__()
@@ -149,15 +150,20 @@ class ResNet20(nn.Module):
         return self.head(x)
 
 
-MODELS = ("lenet5", "resnet20", "plain20", "resnet20_separable", "squeezenet1_0", "alexnet")
+MODELS = ("lenet5", "resnet20", "plain20", "resnet56", "plain56", "resnet20_separable",
+          "squeezenet1_0", "alexnet")
 
 
 def build_model(name: str, **options) -> nn.Module:
     """Build a model by name. LeNet-5 options: activation, batch_norm, dropout, init."""
     if name == "lenet5":
         return LeNet5(**options)
-    if name in ("resnet20", "plain20", "resnet20_separable"):
-        return ResNet20(shortcuts=name != "plain20", separable=name == "resnet20_separable",
+    # CIFAR ResNets have 6n + 2 layers: n = 3 blocks per stage for 20, 9 for 56 (Li et al.
+    # 2018 contrast ResNet-56 with its plain twin: the difference grows with depth).
+    if name in ("resnet20", "plain20", "resnet56", "plain56", "resnet20_separable"):
+        return ResNet20(shortcuts=not name.startswith("plain"),
+                        separable=name == "resnet20_separable",
+                        blocks_per_stage=9 if name.endswith("56") else 3,
                         **options)
     if name in ("squeezenet1_0", "alexnet"):
         import torchvision

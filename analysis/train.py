@@ -59,7 +59,7 @@ DEFAULTS = {
     "keep_weights": False,
 }
 
-MODELS = ("lenet5", "resnet20", "plain20")
+MODELS = ("lenet5", "resnet20", "plain20", "resnet56", "plain56")
 LENET_OPTIONS = ("activation", "batch_norm", "dropout", "init")
 EVAL_BATCH = 1000  # large enough to amortise per-call overhead, small enough for CPU caches
 # Names a file holding the number of CPU threads this run may use; the runner rewrites it

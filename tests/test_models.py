@@ -11,6 +11,8 @@ from analysis.models import LeNet5, Swish, build_model, count_params, make_activ
     ("lenet5", 62_006),
     ("resnet20", 269_722),  # He et al. (2016) option A; akamaster/pytorch_resnet_cifar10
     ("plain20", 269_722),   # shortcuts carry no parameters
+    ("resnet56", 853_018),  # akamaster/pytorch_resnet_cifar10: 0.85M
+    ("plain56", 853_018),
     ("squeezenet1_0", 1_248_424),
     ("alexnet", 61_100_840),
 ])
