@@ -24,7 +24,7 @@ DONE = ("finished", "diverged")
 # Columns `runs` takes from each run's status.json: facts about the run, not parameters.
 STATUS_COLUMNS = ("device", "host", "seconds", "error", "data_official")
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "clean_train_loss",
-                 "clean_train_acc", "lr", "seconds"]
+                 "clean_train_acc", "lr", "update_ratio", "seconds"]
 
 
 class ResultsMissing(LookupError):

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from analysis.data import Cifar10, augment, load_cifar10, normalize, stratified_split
 from analysis.models import ACTIVATIONS, INITS, build_model, count_params
+from analysis.probes import dead_units, flat_parameters, update_ratio
 
 DEFAULTS = {
     "model": "lenet5",
@@ -62,6 +63,7 @@ DEFAULTS = {
 MODELS = ("lenet5", "resnet20", "plain20", "resnet56", "plain56")
 LENET_OPTIONS = ("activation", "batch_norm", "dropout", "init")
 EVAL_BATCH = 1000  # large enough to amortise per-call overhead, small enough for CPU caches
+DEAD_PROBE = 500  # validation images the dead units are counted on, every epoch
 # Names a file holding the number of CPU threads this run may use; the runner rewrites it
 # when other runs of its batch finish and their cores fall idle.
 THREADS_FILE_ENV = "DLBOOK_THREADS_FILE"
@@ -267,10 +269,13 @@ def _inputs(x: torch.Tensor, data: Cifar10) -> torch.Tensor:
 
 
 def train_epoch(engine: Engine, epoch: int) -> dict:
-    """One pass over the (subset) train split: train_loss, train_acc, lr, diverged_step.
+    """One pass over the (subset) train split: train_loss, train_acc, lr, update_ratio,
+    diverged_step.
 
     train_loss is the mean cross-entropy on the augmented batches as trained
-    (with label smoothing, without the L1 penalty). `diverged_step` is the
+    (with label smoothing, without the L1 penalty). update_ratio is the mean over the
+    epoch's steps of each step's RMS parameter change over its learning rate
+    (`probes.update_ratio`). `diverged_step` is the
     1-based step of the epoch whose loss was first non-finite, else None; the
     losses are checked once, at the end of the epoch, to avoid a sync per step.
     """
@@ -283,6 +288,8 @@ def train_epoch(engine: Engine, epoch: int) -> dict:
         batches = batches[:-1]  # batch norm cannot train on a single image
     losses = torch.zeros(len(batches), device=device)  # per step, summed over the batch
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    ratios = torch.zeros(len(batches), dtype=torch.float64, device=device)
+    before = flat_parameters(model)
 
     model.train()
     for step, idx in enumerate(batches):
@@ -301,6 +308,9 @@ def train_epoch(engine: Engine, epoch: int) -> dict:
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
+        after = flat_parameters(model)
+        ratios[step] = update_ratio(before, after, lr)
+        before = after
         losses[step] = loss.detach() * len(idx)
         correct += (out.argmax(1) == y).sum()
 
@@ -311,6 +321,7 @@ def train_epoch(engine: Engine, epoch: int) -> dict:
         "train_loss": losses.sum().item() / seen,
         "train_acc": correct.item() / seen,
         "lr": lr,
+        "update_ratio": ratio if math.isfinite(ratio := ratios.mean().item()) else None,
         "diverged_step": None if finite.all() else int((~finite).nonzero()[0]) + 1,
         "step_losses": (losses.cpu() / sizes).tolist(),  # one read per epoch, no sync per step
     }
@@ -361,10 +372,12 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
     `load_cifar10(data_dir, val_size=config["val_size"])`; given data is used
     as is. Returns a JSON-serialisable dict (but "model") with:
     config, status ("finished" | "diverged"), diverged_at (None | {epoch, step}),
-    init {val_loss, val_acc} of the untrained model, epochs (one dict per
-    completed epoch: epoch, train_loss, train_acc (running, on augmented batches),
+    init {val_loss, val_acc, dead_<layer>...} of the untrained model, epochs (one dict
+    per completed epoch: epoch, train_loss, train_acc (running, on augmented batches),
     val_loss, val_acc, clean_train_loss, clean_train_acc (eval mode, unaugmented, on
-    as many training images as the validation split has), lr, seconds; the epoch
+    as many training images as the validation split has), lr, update_ratio, one
+    dead_<layer> per hidden layer of LeNet-5 (the fraction of its units that none of the
+    first DEAD_PROBE validation images activates), seconds; the epoch
     that diverged is not included), steps (the mean loss of every training step, as
     {epoch, step, loss}, the diverged epoch's included), best_epoch and
     best_val_acc (None without a completed epoch), test {final, best} each
@@ -385,6 +398,10 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
     data, model = engine.data, engine.model
 
     init_loss, init_acc = evaluate(model, data.val_x, data.val_y, data)
+    # The same validation images every epoch: a unit counts as dead when none of them
+    # activates it (tf-06 follows this through training).
+    probe_x = _inputs(data.val_x[:DEAD_PROBE], data).float()
+    init_dead = _dead(cfg, model, probe_x)
     # Training images as validation sees them (eval mode, no augmentation, fixed weights): the
     # running train_acc is measured on augmented batches while the weights move, so it
     # understates how well the training set is fit, and the overfitting gap needs this one.
@@ -406,7 +423,9 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
         epochs.append({"epoch": epoch, "train_loss": stats["train_loss"],
                        "train_acc": stats["train_acc"], "val_loss": val_loss, "val_acc": val_acc,
                        "clean_train_loss": fit_loss, "clean_train_acc": fit_acc,
-                       "lr": stats["lr"], "seconds": time.perf_counter() - epoch_start})
+                       "lr": stats["lr"], "update_ratio": stats["update_ratio"],
+                       **_dead(cfg, model, probe_x),
+                       "seconds": time.perf_counter() - epoch_start})
         if best is None or val_acc > best["val_acc"]:
             best, best_model = epochs[-1], copy.deepcopy(model)
         bar.set_postfix(loss=f"{stats['train_loss']:.3f}", acc=f"{stats['train_acc']:.3f}",
@@ -425,7 +444,7 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
         "config": cfg,
         "status": "diverged" if diverged_at else "finished",
         "diverged_at": diverged_at,
-        "init": {"val_loss": init_loss, "val_acc": init_acc},
+        "init": {"val_loss": init_loss, "val_acc": init_acc, **init_dead},
         "epochs": epochs,
         "steps": steps,
         "best_epoch": best["epoch"] if best else None,
@@ -441,6 +460,15 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
         result["model"] = model.to("cpu", memory_format=torch.contiguous_format).eval()
     result["seconds"] = time.perf_counter() - start
     return result
+
+
+def _dead(cfg: dict, model: nn.Module, x: torch.Tensor) -> dict:
+    """`probes.dead_units` as metrics: {"dead_conv1": fraction, ...}, for LeNet-5 only: the
+    ResNets apply most of their ReLUs as functions, which hooks cannot see, and a count of
+    the few they can would pass for the whole network's."""
+    if cfg["model"] != "lenet5":
+        return {}
+    return {f"dead_{layer}": fraction for layer, fraction in dead_units(model, x).items()}
 
 
 def _test(model: nn.Module, data: Cifar10) -> dict:

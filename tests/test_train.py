@@ -110,7 +110,8 @@ def test_training_lowers_the_loss_and_reports_every_metric(fake_data):
     assert [e["epoch"] for e in r["epochs"]] == [1, 2, 3]
     assert set(r["epochs"][0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc",
                                    "clean_train_loss", "clean_train_acc",
-                                   "lr", "seconds"}
+                                   "lr", "update_ratio", "seconds", "dead_conv1", "dead_conv2",
+                                   "dead_fc3", "dead_fc4"}
     assert r["epochs"][-1]["train_loss"] < r["init"]["val_loss"] - 0.5
     assert r["best_val_acc"] > 0.5
     assert r["best_val_acc"] == max(e["val_acc"] for e in r["epochs"])
