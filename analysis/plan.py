@@ -4,6 +4,17 @@ The plan (experiments/plan.yaml) says which runs each question needs, per
 profile. A run is one execution of one notebook with one set of parameters;
 its key is a hash of everything that determines its result, so a finished run
 can be reused by any experiment, question or profile that asks for it again.
+
+An experiment may need another's stored results (a loss landscape needs a trained model):
+
+    needs: {experiment: resnet-pair, match: [model, seed]}
+
+Each of its runs needs the one run of `resnet-pair` (same profile) whose parameters equal
+its own on every name in `match`. Expansion sets the dependent run's parameter
+`trained_run` (which its notebook declares as `trained_run = None`) to that run's key, so
+the dependent's key changes whenever the needed run's does, and the notebook finds the
+needed run's files in `Path(results_dir) / "runs" / trained_run`. The runner starts a run
+only once every run it needs is finished (see runner.py).
 """
 import ast
 import functools
@@ -20,14 +31,18 @@ import yaml
 from analysis import paths
 
 PROFILES = ("smoke", "cpu", "full")
-# Injected by the runner into every notebook; not part of a run's identity.
-RUNNER_PARAMS = ("run_dir", "data_dir")
+# Injected by the runner into every notebook; not part of a run's identity. `results_dir`
+# is the results root, where a run that needs another finds it (runs/<trained_run>).
+RUNNER_PARAMS = ("run_dir", "data_dir", "results_dir")
+# The parameter a run that `needs` another gets: the key of the run it needs.
+TRAINED_RUN = "trained_run"
 # Modules whose code cannot change a run's numbers; editing them keeps runs valid.
 PRESENTATION_MODULES = {"plots", "results", "book", "cli", "runner", "plan", "paths",
                         "answers"}
 PACKAGE_DIR = Path(__file__).parent
 EXPERIMENT_KEYS = {"notebook", "protocol", "questions", "params", "cases", "grid", "seeds",
-                   "profiles", "description", "exclusive", "threads"}
+                   "profiles", "description", "exclusive", "threads", "needs"}
+NEEDS_EXAMPLE = "e.g. needs: {experiment: resnet-pair, match: [model, seed]}"
 # CIFAR-10's 50,000 training images; `val_size` of them are held out for validation.
 CIFAR10_TRAIN = 50_000
 
@@ -47,11 +62,13 @@ class Run:
     # with this many CPU threads (None: the runner decides).
     exclusive: bool = False
     threads: int | None = None
+    # The keys of the runs this one needs (`needs` in the plan): it starts after them.
+    needs: list = field(default_factory=list)
 
     def record(self) -> dict:
         return {"key": self.key, "notebook": self.notebook, "params": self.params,
                 "experiments": self.experiments, "questions": self.questions,
-                "exclusive": self.exclusive, "threads": self.threads}
+                "exclusive": self.exclusive, "threads": self.threads, "needs": self.needs}
 
 
 def resolve_profile(name: str | None = None) -> str:
@@ -229,6 +246,10 @@ def validate(plan, experiments_dir: Path = paths.EXPERIMENTS_DIR) -> None:
             for params in runs:
                 _validate_params(exp["notebook"], params, f"{where} (profile {profile})",
                                  declared)
+    # Once every experiment is valid on its own: a need names one of them.
+    for name, exp in plan["experiments"].items():
+        if "needs" in exp:
+            _check_needs(plan, name, experiments_dir)
 
 
 def _check_scheduling(exp: dict, where: str) -> None:
@@ -267,6 +288,89 @@ def _check_overrides(entry: dict, where: str) -> None:
             _check_seeds(values["seeds"], f"{where}{scope}.seeds")
     if "seeds" in entry:
         _check_seeds(entry["seeds"], f"{where}.seeds")
+
+
+def _check_needs(plan: dict, name: str, experiments_dir: Path) -> None:
+    """`needs` names another experiment and parameters both have, the notebook takes the
+    needed run's key, the needs form no cycle, and every run matches exactly one run."""
+    experiments = plan["experiments"]
+    exp, where = experiments[name], f"experiments.{name}.needs"
+    needs = exp["needs"]
+    if not (isinstance(needs, dict) and set(needs) == {"experiment", "match"}):
+        raise PlanError(f"{where}: expected a mapping with the keys experiment and match "
+                        f"({NEEDS_EXAMPLE}); got {needs!r}")
+    other, match = needs["experiment"], needs["match"]
+    if other == name:
+        raise PlanError(f"{where}.experiment: {name} cannot need its own runs; "
+                        "name the experiment whose runs it reads")
+    if not isinstance(other, str) or other not in experiments:
+        raise PlanError(f"{where}.experiment: unknown experiment {other!r}; "
+                        f"defined: {', '.join(experiments)}")
+    if not (isinstance(match, list) and match and all(isinstance(m, str) for m in match)
+            and TRAINED_RUN not in match):
+        raise PlanError(f"{where}.match: expected a non-empty list of the parameter names "
+                        f"whose values pick the needed run ({NEEDS_EXAMPLE}); got {match!r}")
+    chain = [name, other]
+    while (step := _needed_experiment(experiments, chain[-1])) is not None:
+        chain.append(step)
+        if step == name:
+            raise PlanError(f"{where}: a cycle: {' needs '.join(chain)}; a run cannot start "
+                            "before the runs it needs, so one of these needs must go")
+        if step in chain[:-1]:
+            break  # a cycle further on, reported for the experiments in it
+    declared = notebook_parameters(experiments_dir / exp["notebook"])
+    if TRAINED_RUN not in declared:
+        raise PlanError(f"{where}: {exp['notebook']} does not declare {TRAINED_RUN!r}: add "
+                        f"`{TRAINED_RUN} = None` to its parameters cell; the runner sets it to "
+                        "the key of the run it needs, whose files the notebook reads from "
+                        f"Path(results_dir) / 'runs' / {TRAINED_RUN}")
+    for profile in PROFILES:
+        mine = _expand_experiment(plan, name, profile, experiments_dir)
+        theirs = _expand_experiment(plan, other, profile, experiments_dir)
+        for experiment, runs in ((name, mine), (other, theirs)):
+            for params in runs:
+                absent = [m for m in match if m not in params]
+                if absent:
+                    both = sorted(set(mine[0]) & set(theirs[0]) - {TRAINED_RUN})
+                    raise PlanError(
+                        f"{where}.match: {absent} not among the parameters of {experiment}'s "
+                        f"runs (profile {profile}); match names parameters the runs of both "
+                        f"experiments have: {both}")
+        for params in mine:
+            if params[TRAINED_RUN] != declared[TRAINED_RUN]:
+                raise PlanError(f"experiments.{name} (profile {profile}): {TRAINED_RUN!r} is "
+                                "set by the runner from `needs` (the key of the run it needs); "
+                                "remove it from the plan")
+            _the_match(name, needs, profile, params, theirs)
+
+
+def _needed_experiment(experiments: dict, name: str) -> str | None:
+    """The experiment `name` needs, if it names one that exists (else None)."""
+    needs = experiments[name].get("needs")
+    other = needs.get("experiment") if isinstance(needs, dict) else None
+    return other if isinstance(other, str) and other in experiments else None
+
+
+def _the_match(name: str, needs: dict, profile: str, params: dict, candidates: list) -> int:
+    """The index of the one run among `candidates` (the needed experiment's parameter sets)
+    that a run of `name` with `params` needs; PlanError unless exactly one matches."""
+    match = needs["match"]
+    hits = [i for i, c in enumerate(candidates)
+            if all(_same(c.get(m), params.get(m)) for m in match)]
+    if len(hits) == 1:
+        return hits[0]
+    values = " ".join(f"{m}={params.get(m)}" for m in match)
+    fix = (f"plan that run in {needs['experiment']} (its grid, cases or seeds), or match on "
+           "fewer parameters" if not hits else
+           "add to match a parameter whose values tell those runs apart")
+    raise PlanError(f"experiments.{name}.needs: on profile {profile}, the run with {values} "
+                    f"matches {len(hits)} runs of experiment {needs['experiment']}, and must "
+                    f"match exactly one: {fix}")
+
+
+def _same(a, b) -> bool:
+    """Equal as the plan wrote them: 1 and 1.0, or 1 and True, are different parameters."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def _validate_params(notebook: str, params: dict, where: str, declared: dict) -> None:
@@ -324,18 +428,30 @@ def _expand_experiment(plan: dict, name: str, profile: str,
 
 def expand(plan: dict, profile: str, data_fingerprint: str, only: list[str] | None = None,
            experiments_dir: Path = paths.EXPERIMENTS_DIR) -> list[Run]:
-    """The runs a profile needs, deduplicated by key (a run two questions share runs once)."""
+    """The runs a profile needs, deduplicated by key (a run two questions share runs once).
+
+    With `only`, the selected experiments' runs and the runs they need (`needs`), which are
+    expanded as part of their own experiments."""
     selected = select(plan, only)
     runs: dict[str, Run] = {}
     code: dict[str, dict] = {}  # per notebook: read it and hash its modules once
-    for name in selected:
+    expanded: dict[str, list[tuple[dict, str]]] = {}  # experiment -> (params, key) per run
+    for name in _needed_first(plan, selected):
         exp = plan["experiments"][name]
         nb_path = experiments_dir / exp["notebook"]
         if exp["notebook"] not in code:
             code[exp["notebook"]] = code_fingerprint(nb_path)
+        needs = exp.get("needs")
+        expanded[name] = []
         for params in _expand_experiment(plan, name, profile, experiments_dir):
+            if needs:  # the needed run's key is a parameter: its changes change this key
+                theirs = expanded[needs["experiment"]]
+                i = _the_match(name, needs, profile, params, [p for p, _ in theirs])
+                params[TRAINED_RUN] = theirs[i][1]
             key = run_key(nb_path, params, data_fingerprint, code[exp["notebook"]])
-            run = runs.setdefault(key, Run(key, exp["notebook"], params))
+            expanded[name].append((params, key))
+            run = runs.setdefault(key, Run(key, exp["notebook"], params,
+                                           needs=[params[TRAINED_RUN]] if needs else []))
             if name not in run.experiments:
                 run.experiments.append(name)
             run.questions.extend(q for q in exp["questions"] if q not in run.questions)
@@ -343,7 +459,41 @@ def expand(plan: dict, profile: str, data_fingerprint: str, only: list[str] | No
             run.exclusive = run.exclusive or exp.get("exclusive", False)
             if exp.get("threads"):
                 run.threads = max(run.threads or 0, exp["threads"])
-    return list(runs.values())
+    chosen = [r for r in runs.values() if set(r.experiments) & set(selected)]
+    return with_needs(chosen, list(runs.values()))
+
+
+def _needed_first(plan: dict, names: list[str]) -> list[str]:
+    """`names` and the experiments they need (transitively), each after those it needs."""
+    ordered: list[str] = []
+
+    def visit(name: str, path: tuple) -> None:
+        if name in path:
+            raise PlanError(f"experiments.{name}.needs: a cycle: {' needs '.join(path)} needs "
+                            f"{name}; a run cannot start before the runs it needs")
+        if name in ordered:
+            return
+        needs = plan["experiments"][name].get("needs")
+        if needs:
+            visit(needs["experiment"], (*path, name))
+        ordered.append(name)
+
+    for name in names:
+        visit(name, ())
+    return ordered
+
+
+def with_needs(selected: list[Run], runs: list[Run]) -> list[Run]:
+    """`selected` and the runs they need (transitively) among `runs`, in the order of `runs`:
+    a batch of the selected runs trains what they need first (or finds it cached)."""
+    by_key = {r.key: r for r in runs}
+    wanted, todo = set(), [r.key for r in selected]
+    while todo:
+        key = todo.pop()
+        if key not in wanted and key in by_key:
+            wanted.add(key)
+            todo += by_key[key].needs
+    return [r for r in runs if r.key in wanted]
 
 
 # ---------------------------------------------------------------- scheduling
@@ -380,7 +530,8 @@ def labels(runs: list[Run]) -> dict[str, str]:
         by_experiment.setdefault(run.experiments[0], []).append(run)
     names = {}
     for experiment, members in by_experiment.items():
-        varying = [k for k in members[0].params if k != "seed"
+        # `trained_run` follows from the matched parameters, which show already.
+        varying = [k for k in members[0].params if k not in ("seed", TRAINED_RUN)
                    and len({json.dumps(m.params.get(k), sort_keys=True) for m in members}) > 1]
         for run in members:
             parts = [f"{k}={run.params.get(k)}" for k in varying]
@@ -390,11 +541,64 @@ def labels(runs: list[Run]) -> dict[str, str]:
 
 def dispatch_order(runs: list[Run]) -> list[Run]:
     """The order a batch starts its runs in: exclusive runs first, in plan order (the
-    runner runs them one at a time before the rest), then the others longest first, so
-    that no long run starts last while the other jobs sit idle; ties keep plan order."""
-    exclusive = [r for r in runs if r.exclusive]
-    shared = [r for r in runs if not r.exclusive]
-    return exclusive + sorted(shared, key=lambda r: -expected_cost(r.notebook, r.params))
+    runner runs them one at a time before the rest, together with the runs they need),
+    then the others longest first, so that no long run starts last while the other jobs
+    sit idle; ties keep plan order. A run never comes after a run that needs it, and its
+    length counts the longest chain of runs waiting for it, which it holds up."""
+    _needs_first(runs)  # a cycle fails here, before any run starts
+    alone = runs_alone(runs)
+    chain = _chain_costs(runs)
+    first = [r for r in runs if r.key in alone]
+    rest = sorted((r for r in runs if r.key not in alone), key=lambda r: -chain[r.key])
+    return _needs_first(first) + _needs_first(rest)
+
+
+def runs_alone(runs: list[Run]) -> set[str]:
+    """The keys of the runs a batch runs one at a time before the others: the exclusive
+    runs, and the runs they need (which must be finished before them)."""
+    return {r.key for r in with_needs([r for r in runs if r.exclusive], runs)}
+
+
+def _needs_first(ordered: list[Run]) -> list[Run]:
+    """`ordered`, with each run moved after the runs among them it needs; stable otherwise."""
+    by_key = {r.key: r for r in ordered}
+    out: list[Run] = []
+    placed: set[str] = set()
+
+    def place(run: Run, path: tuple) -> None:
+        if run.key in path:
+            raise PlanError(f"runs that need each other: {' needs '.join((*path, run.key))}")
+        if run.key in placed:
+            return
+        for key in run.needs:
+            if key in by_key:
+                place(by_key[key], (*path, run.key))
+        placed.add(run.key)
+        out.append(run)
+
+    for run in ordered:
+        place(run, ())
+    return out
+
+
+def _chain_costs(runs: list[Run]) -> dict[str, float]:
+    """Per run key: the run's expected cost plus that of the longest chain of runs that
+    wait for it (without needs: its own cost)."""
+    waiting: dict[str, list[Run]] = {}
+    for run in runs:
+        for key in run.needs:
+            waiting.setdefault(key, []).append(run)
+    chain: dict[str, float] = {}
+
+    def cost(run: Run) -> float:
+        if run.key not in chain:
+            chain[run.key] = expected_cost(run.notebook, run.params) + max(
+                (cost(r) for r in waiting.get(run.key, ())), default=0.0)
+        return chain[run.key]
+
+    for run in runs:
+        cost(run)
+    return chain
 
 
 def select(plan: dict, only: list[str] | None) -> list[str]:

@@ -24,6 +24,12 @@ Guarantees:
 - Runs the plan marks `exclusive` run one at a time with nothing else of the batch
   running (locally and on Dask), before the others; the others start longest first, each
   on the first free slot.
+- A run that needs others (`needs` in the plan) starts only once they are finished: locally
+  the first waiting run whose needs are done takes the next free slot (no batch-wide
+  barrier); on Dask its task takes theirs as arguments, so the cluster orders them. The
+  runs an exclusive run needs run alone before it. If a needed run failed, diverged, or is
+  neither in the batch nor finished in the results, the run is not executed: it is
+  recorded as failed, saying which run it needs and why, and is retried next time.
 - Kernels get their CPU threads through their environment (OMP_NUM_THREADS); local
   parallel runs share the cores, and as a batch winds down the runs still going are told
   (a hint file per slot, see `train.follow_thread_hint`) to take the threads of finished
@@ -34,6 +40,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -217,6 +224,7 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
                   "versions": _versions(), "git_commit": _git_commit(),
                   "data": data_identity(data_root)}
         env = _kernel_env(run, threads, threads_file)
+        _quiet_runner_params()
         try:
             if kernel is None:
                 # The kernel's start-up warnings would drown the progress bar, and so would
@@ -232,7 +240,8 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
                 status["kernel"] = {"pid": kernel.pid, "earlier_runs": kernel.runs - 1}
             papermill.execute_notebook(
                 str(Path(experiments_dir) / run["notebook"]), str(tmp / "notebook.ipynb"),
-                parameters={**run["params"], "run_dir": str(tmp), "data_dir": str(data_root)},
+                parameters={**run["params"], "run_dir": str(tmp), "data_dir": str(data_root),
+                            "results_dir": str(results.resolve())},
                 cwd=str(paths.PROJECT_ROOT), kernel_name="python3", progress_bar=False, **where)
             summary = read_json(tmp / "summary.json")
             status.update(status=summary.get("status", "finished"), error=None,
@@ -249,6 +258,83 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
         if kernel is not None:
             kernel.finished(ok=status["status"] != "failed")
         return Outcome(key, status["status"], status["seconds"], status.get("error"), experiments)
+
+
+def unmet_need(run: dict, results: Path, outcomes: dict, names: dict) -> str | None:
+    """Why `run` cannot start, or None when every run it needs is finished.
+
+    `outcomes`: this batch's Outcome of each needed run that has one (a failure that left
+    no record, such as a dead worker, is known from it); the others are read from their
+    status.json. `names`: labels of the needed runs (`plan.labels`), for the message.
+    """
+    for key in run.get("needs") or ():
+        which = f"run {key}" + (f" ({names[key]})" if names.get(key) else "")
+        outcome = outcomes.get(key)
+        if outcome is not None and outcome.status in ("failed", "diverged"):
+            state, error = outcome.status, outcome.error
+        else:
+            record = read_json(Path(results) / "runs" / key / "status.json")
+            state, error = record.get("status"), record.get("error")
+        if state == "finished":
+            continue
+        if state is None:
+            return (f"needs {which}, which is neither in this batch nor finished under "
+                    f"{results}; run `dlbook run --only {run['experiments'][0]}`, which runs "
+                    "it first")
+        return f"needs {which}, which {state}: {error}; fix that run and run again"
+    return None
+
+
+def fail_unmet(run: dict, results: Path, problem: str, force: bool = False) -> Outcome:
+    """Record `run` as failed without executing it (`problem`: its `unmet_need`), so that
+    `dlbook status` says why and the next batch retries it. A finished copy is kept: the
+    run it needed was finished when it ran, and its key still names that run."""
+    results, key = Path(results), run["key"]
+    experiments = tuple(run["experiments"])
+    with _lock(results, key, wait=True):
+        if is_done(results, key) and not force:
+            return Outcome(key, "cached", experiments=experiments)
+        tmp = results / "runs" / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        write(tmp, "params", run)
+        write(tmp, "status", {"key": key, "started": _now(), "finished": _now(), "seconds": 0.0,
+                              "host": socket.gethostname(), "status": "failed",
+                              "error": problem, "needs": run.get("needs") or []})
+        _publish(tmp, final=results / "runs" / key)
+    return Outcome(key, "failed", 0.0, problem, experiments)
+
+
+def execute_after(run: dict, names: dict, results: Path, data_root: Path, force: bool,
+                  experiments_dir: Path, *needed: "Outcome | None") -> Outcome:
+    """`execute` once the runs `run` needs are done, or `fail_unmet` if one is not finished.
+
+    For Dask: `needed` are the Outcomes of `run["needs"]`, in that order, passed as futures
+    so that the cluster starts this task only after theirs (None: a run not in the batch,
+    whose record is read from the results). Never raises, like `execute`.
+    """
+    outcomes = {key: o for key, o in zip(run.get("needs") or (), needed, strict=True)
+                if o is not None}
+    problem = unmet_need(run, results, outcomes, names)
+    if problem:
+        return fail_unmet(run, results, problem, force)
+    return execute(run, results, data_root, force, experiments_dir)
+
+
+class _UndeclaredRunnerParams(logging.Filter):
+    """Drops papermill's warning that a notebook does not declare a runner parameter: the
+    runner passes all of them (RUNNER_PARAMS) to every notebook, used there or not."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        prefix = "Passed unknown parameter: "
+        return not (message.startswith(prefix)
+                    and message[len(prefix):] in plan.RUNNER_PARAMS)
+
+
+def _quiet_runner_params() -> None:
+    logger = logging.getLogger("papermill")
+    if not any(isinstance(f, _UndeclaredRunnerParams) for f in logger.filters):
+        logger.addFilter(_UndeclaredRunnerParams())
 
 
 def kernel_threads(run: dict, share: int | None = None) -> int | None:
@@ -487,6 +573,8 @@ def prepare(profile: str | None, data_dir=None, results_dir=None, only=None, see
             raise ValueError(f"--seeds {' '.join(map(str, unknown))}: not among the seeds the "
                              f"{profile} profile plans for these runs ({planned})")
         selected = [r for r in selected if r.params.get("seed") in seeds]
+    # The runs they need come too (trained first, or found cached), whatever --only says.
+    selected = plan.with_needs(selected, all_runs)
     return profile, data_root, results, all_runs, selected
 
 
@@ -495,29 +583,36 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
               experiments_dir: Path = paths.EXPERIMENTS_DIR) -> list[Outcome]:
     """Execute runs (skipping finished ones) with a progress bar; return one Outcome each.
 
-    Exclusive runs go first, one at a time, with nothing else of the batch running; then
-    the others, longest first (`plan.dispatch_order`).
+    Exclusive runs go first, one at a time, with nothing else of the batch running (and the
+    runs they need before them); then the others, longest first (`plan.dispatch_order`),
+    each once the runs it needs are finished (else it fails, see `unmet_need`).
     """
     from tqdm.auto import tqdm
 
     results.mkdir(parents=True, exist_ok=True)
     sweep_stale(results)
     ordered = plan.dispatch_order(runs)
-    exclusive = [r.record() for r in ordered if r.exclusive]
-    shared = [r.record() for r in ordered if not r.exclusive]
+    alone = plan.runs_alone(runs)
+    exclusive = [r.record() for r in ordered if r.key in alone]  # and the runs they need
+    shared = [r.record() for r in ordered if r.key not in alone]
     todo = exclusive + shared
     # A bar on a terminal; in a log (quarto's pre-render, CI) one line per run instead.
     live = progress and sys.stderr.isatty()
     bar = tqdm(total=len(todo), desc="runs", unit="run", disable=not live)
     outcomes = []
+    by_key: dict[str, Outcome] = {}
     names = plan.labels(runs)
     eta = TimeLeft({r["key"]: plan.expected_cost(r["notebook"], r["params"]) for r in todo},
                    jobs=1 if dask_address else jobs)
 
     def done(outcome: Outcome):
         outcomes.append(outcome)
+        by_key[outcome.key] = outcome
         what = f"{names.get(outcome.key, ','.join(outcome.experiments))} {outcome.status}"
-        left = eta.done(outcome.key, outcome.seconds, cached=outcome.status == "cached")
+        # A run that took no time (cached, or not executed: its needs unmet, its worker
+        # dead) sets no pace.
+        left = eta.done(outcome.key, outcome.seconds,
+                        cached=outcome.status == "cached" or not outcome.seconds)
         bar.update(1)
         bar.set_postfix_str(f"{left}; last: {what}", refresh=False)
         if progress and not live and outcome.status != "cached":
@@ -540,24 +635,38 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
             # and a kernel kept per worker thread would outlive the batch in the cluster.
             # Each exclusive run is submitted alone and awaited before anything else is
             # submitted: the runner cannot see the workers, only what it submitted itself.
-            for r in exclusive:
-                done(client.submit(execute, r, results, data_root, force, experiments_dir,
-                                   pure=False).result())
-            futures = [client.submit(execute, r, results, data_root, force, experiments_dir,
+            # A run's task takes the futures of the runs it needs (or their outcomes, when
+            # known already): the cluster starts it once they are done.
+            futures = {}
+
+            def submit(r: dict):
+                needed = [futures.get(k, by_key.get(k)) for k in r["needs"]]
+                return client.submit(execute_after, r, {k: names.get(k) for k in r["needs"]},
+                                     results, data_root, force, experiments_dir, *needed,
                                      pure=False)
-                       for r in shared]
-            for fut in as_completed(futures):
+
+            for r in exclusive:
+                done(submit(r).result())
+            for r in shared:  # in dispatch order: a needed run is submitted first
+                futures[r["key"]] = submit(r)
+            for fut in as_completed(list(futures.values())):
                 done(fut.result())
-    elif jobs > 1:
-        # A barrier: the exclusive runs first, one at a time, then the rest in parallel.
-        # Simpler than holding slots empty mid-batch, and first rather than last so a
-        # latency measurement is not left waiting behind the batch's longest run; the idle
-        # slots cost little, as the runs that measure latency are short.
-        _in_processes(exclusive, 1, done, (results, data_root, force, experiments_dir))
-        _in_processes(shared, jobs, done, (results, data_root, force, experiments_dir))
     else:
-        # One worker process too, for its warm kernel and for Ctrl-C to stop a run at once.
-        _in_processes(todo, 1, done, (results, data_root, force, experiments_dir))
+        def unmet(run: dict) -> Outcome | None:
+            problem = unmet_need(run, results, by_key, names)
+            return None if problem is None else fail_unmet(run, results, problem, force)
+
+        args = (results, data_root, force, experiments_dir)
+        if jobs > 1:
+            # A barrier: the exclusive runs first, one at a time, then the rest in parallel.
+            # Simpler than holding slots empty mid-batch, and first rather than last so a
+            # latency measurement is not left waiting behind the batch's longest run; the
+            # idle slots cost little, as the runs that measure latency are short.
+            _in_processes(exclusive, 1, done, args, unmet)
+            _in_processes(shared, jobs, done, args, unmet)
+        else:
+            # One worker process too, for its warm kernel and for Ctrl-C to stop a run at once.
+            _in_processes(todo, 1, done, args, unmet)
     bar.close()
     return outcomes
 
@@ -605,17 +714,21 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _in_processes(todo: list[dict], jobs: int, done, args: tuple) -> None:
+def _in_processes(todo: list[dict], jobs: int, done, args: tuple, unmet=None) -> None:
     """Execute runs in up to `jobs` worker processes, reporting each Outcome to `done`.
 
     Each worker is a job slot that keeps a warm kernel (`WarmKernel`) across its runs; the
-    runs go, in order, to whichever slot is free. Processes, not threads, so that Ctrl-C
-    can stop runs in flight: the workers ignore SIGINT, and on any interruption the parent
-    kills them (their kernels notice their parent is gone and exit); a killed run leaves
-    only its `.tmp-` folder, swept next time. A worker that dies fails its run only; the
-    next run gets a new worker. With more than one job, runs whose threads the runner
-    chooses get `thread_share` of the cores at start, and their slot's hint file is
-    rewritten at each run's start and as the batch winds down (`train.follow_thread_hint`).
+    first run in `todo` order whose needs are done (none of them waits in `todo` or runs)
+    goes to whichever slot is free; while none can start, the batch waits for a running
+    one to end. `unmet(run)`, asked as a run with needs is due, returns the failed Outcome
+    of a run whose needs are not met (it is not executed), or None. Processes, not
+    threads, so that Ctrl-C can stop runs in flight: the workers ignore SIGINT, and on any
+    interruption the parent kills them (their kernels notice their parent is gone and
+    exit); a killed run leaves only its `.tmp-` folder, swept next time. A worker that
+    dies fails its run only; the next run gets a new worker. With more than one job, runs
+    whose threads the runner chooses get `thread_share` of the cores at start, and their
+    slot's hint file is rewritten at each run's start and as the batch winds down
+    (`train.follow_thread_hint`).
     """
     import multiprocessing
     from multiprocessing.connection import wait
@@ -624,11 +737,28 @@ def _in_processes(todo: list[dict], jobs: int, done, args: tuple) -> None:
     cpus = os.cpu_count() or 1
     sharing = jobs > 1  # one job: the kernel's own default threads, and no hint to follow
     pending, idle, busy, slots = list(todo), [], {}, []
+    unresolved = {run["key"] for run in todo}  # pending or running: their dependents wait
     finished = False
     try:
         while pending or busy:
-            starting = pending[:jobs - len(busy)]
-            del pending[:len(starting)]
+            starting = []
+            while len(busy) + len(starting) < jobs:
+                run = next((r for r in pending if not unresolved & set(r.get("needs") or ())),
+                           None)
+                if run is None:
+                    break
+                pending.remove(run)
+                failed = unmet(run) if unmet and run.get("needs") else None
+                if failed is not None:
+                    unresolved.discard(run["key"])
+                    done(failed)
+                else:
+                    starting.append(run)
+            if not (starting or busy):
+                if not pending:
+                    break
+                raise RuntimeError("runs that need each other, none can start: "
+                                   f"{', '.join(r['key'] for r in pending)}")
             share = thread_share(cpus, jobs, len(busy) + len(starting), len(pending))
             for run in starting:
                 slot = idle.pop() if idle else None
@@ -657,6 +787,7 @@ def _in_processes(todo: list[dict], jobs: int, done, args: tuple) -> None:
                         error=f"runner process died (exit code {slot.process.exitcode})")
                 else:
                     idle.append(slot)
+                unresolved.discard(run["key"])
                 done(outcome)
         finished = True
     finally:
@@ -782,8 +913,10 @@ def summarize(outcomes: list[Outcome], wall: float, results: Path) -> str:
 
 
 def status_rows(results: Path, runs: list) -> list[dict]:
-    """Per planned run: cached (finished/diverged), failed, missing; and stale runs on disk
-    (same notebook and parameters under another key: code, notebook or data changed)."""
+    """Per planned run: cached (finished/diverged), failed, missing, or pending (missing,
+    and a run it needs is not finished: `waits` says which, and why if that one failed);
+    and stale runs on disk (same notebook and parameters under another key: code, notebook,
+    data or the run it needs changed)."""
     planned = {r.key for r in runs}
     by_params = {}
     runs_dir = results / "runs"
@@ -793,20 +926,41 @@ def status_rows(results: Path, runs: list) -> list[dict]:
                 continue
             p = read_json(d / "params.json")
             if p:
-                same = (p.get("notebook"), json.dumps(p.get("params"), sort_keys=True))
-                by_params.setdefault(same, []).append(d.name)
+                by_params.setdefault(_same_params(p.get("notebook"), p.get("params") or {}),
+                                     []).append(d.name)
     rows = []
     names = plan.labels(runs)
     for r in runs:
         record = read_json(results / "runs" / r.key / "status.json")
         st = record.get("status")
         state = "cached" if st in DONE else ("failed" if st == "failed" else "missing")
-        stale = by_params.get((r.notebook, json.dumps(r.params, sort_keys=True)), [])
+        stale = by_params.get(_same_params(r.notebook, r.params), [])
+        waits = _waits_for(results, r, names) if state == "missing" else None
         rows.append({"key": r.key, "run": names[r.key], "experiments": ",".join(r.experiments),
-                     "state": state,
+                     "state": "pending" if waits else state,
                      "result": st or "", "stale": len(stale), "seed": r.params.get("seed"),
-                     "error": record.get("error") if st == "failed" else None})
+                     "error": record.get("error") if st == "failed" else None,
+                     "waits": waits})
     return rows
+
+
+def _same_params(notebook: str, params: dict) -> tuple:
+    """What a stale run shares with a planned one: the notebook and the parameters, but for
+    the key of the run it needs (a run that read an older model is stale too)."""
+    return notebook, json.dumps({k: v for k, v in params.items() if k != plan.TRAINED_RUN},
+                                sort_keys=True)
+
+
+def _waits_for(results: Path, run, names: dict) -> str | None:
+    """The runs `run` needs that are not finished, each with its state (and error)."""
+    unmet = []
+    for key in run.needs:
+        record = read_json(results / "runs" / key / "status.json")
+        st = record.get("status")
+        if st != "finished":
+            error = f": {record.get('error')}" if st in ("failed", "diverged") else ""
+            unmet.append(f"{names.get(key, key)} ({st or 'missing'}{error})")
+    return "; ".join(unmet) or None
 
 
 def cli(args) -> int:
@@ -856,6 +1010,9 @@ def print_status(rows: list[dict], profile: str, results: Path) -> None:
               f"{row['result']:9s} {row['stale'] or ''}")
         if row["error"]:
             print(f"{'':{width + 18}s}error: {row['error']}")
+        if row.get("waits"):
+            print(f"{'':{width + 18}s}waits for {row['waits']}")
     states = [r["state"] for r in rows]
-    print(f"cached {states.count('cached')}, missing {states.count('missing')}, "
+    pending = f"pending {states.count('pending')}, " if "pending" in states else ""
+    print(f"cached {states.count('cached')}, missing {states.count('missing')}, {pending}"
           f"failed {states.count('failed')}, stale {sum(r['stale'] > 0 for r in rows)}")

@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 import yaml
+from tiny_plans import dependency_plan, write_plan
 
 from analysis import paths, plan
 
@@ -229,3 +230,103 @@ def test_dispatch_order_is_exclusive_first_then_longest_first_stable():
     ]
     order = [r.key for r in plan.dispatch_order(runs)]
     assert order == ["latency", "resnet", "lenet-a", "lenet-b", "lenet-short", "init", "table"]
+
+
+# ---------------------------------------------------------------- runs that need runs
+
+def _by_model(runs, experiment):
+    return {r.params["model"]: r for r in runs if experiment in r.experiments}
+
+
+def test_a_dependent_run_takes_the_key_of_the_run_it_needs_into_its_own(tmp_path):
+    the_plan, path = dependency_plan(tmp_path)
+    runs = plan.expand(plan.load(path), "smoke", "d", experiments_dir=tmp_path)
+    pair, look = _by_model(runs, "pair"), _by_model(runs, "landscape")
+    for model in ("a", "b"):
+        assert look[model].params["trained_run"] == pair[model].key
+        assert look[model].needs == [pair[model].key] and pair[model].needs == []
+        assert look[model].record()["needs"] == [pair[model].key]
+        assert plan.Run(**look[model].record()) == look[model]  # the index round-trips
+    names = plan.labels(runs)  # the key it needs is no part of a run's name
+    assert names[look["a"].key] == "landscape model=a seed=0"
+    # Retraining the needed runs differently gives the dependent runs new keys.
+    the_plan["experiments"]["pair"]["params"] = {"value": 2}
+    again = plan.expand(plan.load(write_plan(tmp_path, the_plan)), "smoke", "d",
+                        experiments_dir=tmp_path)
+    pair2, look2 = _by_model(again, "pair"), _by_model(again, "landscape")
+    for model in ("a", "b"):
+        assert pair2[model].key != pair[model].key
+        assert look2[model].key != look[model].key
+        assert look2[model].params == {**look[model].params, "trained_run": pair2[model].key}
+
+
+def test_only_a_dependent_experiment_brings_the_runs_it_needs(tmp_path):
+    the_plan, path = dependency_plan(tmp_path, models=["b"])
+    the_plan = plan.load(path)
+    runs = plan.expand(the_plan, "smoke", "d", only=["q-look"], experiments_dir=tmp_path)
+    everything = plan.expand(the_plan, "smoke", "d", experiments_dir=tmp_path)
+    pair = _by_model(everything, "pair")
+    # Only the run it needs, not the whole experiment, recorded as that experiment's run.
+    assert {r.key for r in runs} == {_by_model(runs, "landscape")["b"].key, pair["b"].key}
+    needed = next(r for r in runs if r.key == pair["b"].key)
+    assert (needed.experiments, needed.questions) == (["pair"], ["q-pair"])
+    assert plan.with_needs([_by_model(everything, "landscape")["b"]], everything) == [
+        pair["b"], _by_model(everything, "landscape")["b"]]
+    # Asking for the needed experiment alone does not bring its dependents.
+    alone = plan.expand(the_plan, "smoke", "d", only=["pair"], experiments_dir=tmp_path)
+    assert {r.key for r in alone} == {pair["a"].key, pair["b"].key}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda p: p["experiments"]["landscape"]["needs"].update(experiment="nope"),
+     r"experiments\.landscape\.needs\.experiment: unknown experiment 'nope'; defined: pair"),
+    (lambda p: p["experiments"]["landscape"]["needs"].update(experiment="landscape"),
+     r"experiments\.landscape\.needs\.experiment: landscape cannot need its own runs"),
+    (lambda p: p["experiments"]["pair"].update(
+        needs={"experiment": "landscape", "match": ["model"]}),
+     r"experiments\.pair\.needs: a cycle: pair needs landscape needs pair"),
+    (lambda p: p["experiments"]["landscape"].update(needs="pair"),
+     r"experiments\.landscape\.needs: expected a mapping with the keys experiment and match"),
+    (lambda p: p["experiments"]["landscape"]["needs"].update(match=[]),
+     r"experiments\.landscape\.needs\.match: expected a non-empty list"),
+    (lambda p: p["experiments"]["landscape"]["needs"].update(match=["model", "colour"]),
+     r"experiments\.landscape\.needs\.match: \['colour'\] not among the parameters of "
+     r"landscape's runs"),
+    (lambda p: p["experiments"]["landscape"]["grid"].update(model=["a", "c"]),
+     r"experiments\.landscape\.needs: on profile smoke, the run with model=c seed=0 matches "
+     r"0 runs of experiment pair, and must match exactly one: plan that run in pair"),
+    (lambda p: p["experiments"]["landscape"]["needs"].update(match=["seed"]),
+     r"on profile smoke, the run with seed=0 matches 2 runs of experiment pair.*add to match"),
+    (lambda p: p["experiments"]["landscape"].update(notebook="make.ipynb"),
+     r"experiments\.landscape\.needs: make\.ipynb does not declare 'trained_run': add "
+     r"`trained_run = None`"),
+    (lambda p: p["experiments"]["landscape"].update(params={"trained_run": "abc"}),
+     r"experiments\.landscape \(profile smoke\): 'trained_run' is set by the runner"),
+])
+def test_invalid_needs_name_the_problem_and_the_fix(tmp_path, mutate, message):
+    the_plan, _ = dependency_plan(tmp_path)
+    mutate(the_plan)
+    with pytest.raises(plan.PlanError, match=message):
+        plan.load(write_plan(tmp_path, the_plan))
+
+
+def test_dispatch_order_puts_a_needed_run_first_and_counts_what_waits_for_it():
+    runs = [
+        _run("look", notebook="costs.ipynb"),
+        _run("fine-tune", model="lenet5", epochs=15, subset=20000),
+        _run("latency", notebook="costs.ipynb", exclusive=True),
+        _run("mid", model="lenet5", epochs=10, subset=20000),
+        _run("pretrain", model="lenet5", epochs=2, subset=20000),
+        _run("table", notebook="costs.ipynb"),
+    ]
+    needs = {"look": ["mid"], "fine-tune": ["pretrain"], "latency": ["table"]}
+    for r in runs:
+        r.needs = needs.get(r.key, [])
+    # An exclusive run's needs run alone before it; a short run that a long one waits for
+    # starts before a run longer than itself.
+    assert plan.runs_alone(runs) == {"latency", "table"}
+    order = [r.key for r in plan.dispatch_order(runs)]
+    assert order == ["table", "latency", "pretrain", "fine-tune", "mid", "look"]
+    runs[3].needs = ["look"]  # mid needs look needs mid
+    with pytest.raises(plan.PlanError, match="runs that need each other"):
+        plan.dispatch_order(runs)

@@ -12,22 +12,10 @@ import textwrap
 import threading
 import time
 
-import nbformat
 import pytest
+from tiny_plans import dependency_plan, make_notebook
 
 from analysis import plan, runner
-
-
-def make_notebook(folder, name, body, params="run_dir = 'x'\ndata_dir = None\nvalue = 1\n"):
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(params)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell(textwrap.dedent(body))]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nbformat.write(nb, folder / name)
-    return folder / name
-
 
 WRITES_VALUE = """
     from analysis import results
@@ -52,11 +40,13 @@ def run(rec, results, exp, force=False):
     return runner.execute(rec, results, exp.parent, force=force, experiments_dir=exp)
 
 
-def test_finished_run_is_cached_and_force_reruns(env):
+def test_finished_run_is_cached_and_force_reruns(env, caplog):
     exp, results = env
     rec = record(make_notebook(exp, "ok.ipynb", WRITES_VALUE), value=21)
     first = run(rec, results, exp)
     assert first.status == "finished", first.error
+    # The notebook declares no results_dir: papermill's warning about it is not shown.
+    assert "results_dir" not in caplog.text
     folder = results / "runs" / rec["key"]
     assert json.loads((folder / "out.json").read_text()) == {"value": 42}
     status = json.loads((folder / "status.json").read_text())
@@ -665,3 +655,138 @@ def test_a_warm_kernel_trains_to_the_same_numbers_as_a_fresh_one(fake_data_dir, 
                  for r in (fresh, warm)]
     for part in ("init", "test", "best_val_acc"):
         assert summaries[0][part] == summaries[1][part], part
+
+
+# ---------------------------------------------------------------- runs that need runs
+
+def _dependency_runs(folder, **kw):
+    """The tiny plan's runs (tiny_plans.dependency_plan): pair a, pair b, then the
+    landscape runs, each needing the pair run of its model."""
+    _, path = dependency_plan(folder, **kw)
+    return plan.expand(plan.load(path), "smoke", "d", experiments_dir=folder)
+
+
+def _pick(runs, experiment, model):
+    return next(r for r in runs if experiment in r.experiments and r.params["model"] == model)
+
+
+def _reads_what_it_needs(results, runs):
+    for model in ("a", "b"):
+        made = _out(results, _pick(runs, "pair", model))
+        looked = _out(results, _pick(runs, "landscape", model))
+        assert looked["seen"] == made  # through results_dir / "runs" / trained_run
+        assert looked["start"] >= made["end"]
+
+
+def test_a_run_starts_once_the_run_it_needs_is_finished_not_the_batch(env, tmp_path):
+    exp, results = env
+    gate = str(tmp_path / "landscape-a-started")
+    # pair b ends only once landscape a has started: landscape a waits for pair a alone.
+    runs = _dependency_runs(exp, make_extra=f"""
+        import pathlib
+        while model == "b" and not pathlib.Path({gate!r}).exists():
+            assert time.time() < out["start"] + 60, "landscape a waited for pair b"
+            time.sleep(0.1)
+        """, look_extra=f"pathlib.Path({gate!r}).touch()")
+    outcomes = runner.run_batch(runs, results, exp.parent, jobs=2, progress=False,
+                                experiments_dir=exp)
+    assert [o.status for o in outcomes] == ["finished"] * 4, [o.error for o in outcomes]
+    _reads_what_it_needs(results, runs)
+    # Retrained needed runs: the landscapes of the old ones are stale, the new ones pending.
+    the_plan = plan.load(exp / "plan.yaml")
+    the_plan["experiments"]["pair"]["params"] = {"value": 2}
+    retrained = plan.expand(the_plan, "smoke", "d", experiments_dir=exp)
+    assert {(r["experiments"], r["state"], r["stale"])
+            for r in runner.status_rows(results, retrained)} == {("pair", "missing", 0),
+                                                                 ("landscape", "pending", 1)}
+
+
+def test_dask_starts_a_run_once_the_run_it_needs_is_finished(env):
+    distributed = pytest.importorskip("distributed")
+    exp, results = env
+    runs = _dependency_runs(exp, make_extra="time.sleep(1)")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                  dashboard_address=None) as cluster:
+        outcomes = runner.run_batch(runs, results, exp.parent, progress=False,
+                                    dask_address=cluster.scheduler_address, experiments_dir=exp)
+    assert [o.status for o in outcomes] == ["finished"] * 4, [o.error for o in outcomes]
+    _reads_what_it_needs(results, runs)
+
+
+def test_a_run_whose_needed_run_failed_fails_unexecuted_and_status_says_why(env, capsys):
+    exp, results = env
+    runs = _dependency_runs(
+        exp, make_extra='if model == "b": raise RuntimeError("planted failure")')
+    pair_b, look_a, look_b = (_pick(runs, "pair", "b"), _pick(runs, "landscape", "a"),
+                              _pick(runs, "landscape", "b"))
+    rows = {r["key"]: r for r in runner.status_rows(results, runs)}
+    assert (rows[look_b.key]["state"], rows[look_b.key]["waits"]) == (
+        "pending", "pair model=b seed=0 (missing)")
+    # The needed runs first, alone: pair b fails, and landscape b waits on a failed run.
+    runner.run_batch([r for r in runs if "pair" in r.experiments], results, exp.parent,
+                     progress=False, experiments_dir=exp)
+    rows = runner.status_rows(results, runs)
+    waits = "pair model=b seed=0 (failed: RuntimeError: planted failure)"
+    assert {r["key"]: (r["state"], r["waits"]) for r in rows} == {
+        _pick(runs, "pair", "a").key: ("cached", None), pair_b.key: ("failed", None),
+        look_a.key: ("missing", None), look_b.key: ("pending", waits)}
+    runner.print_status(rows, "smoke", results)
+    printed = capsys.readouterr().out
+    assert f"waits for {waits}" in printed and "pending 1," in printed
+    # The whole batch: pair b is retried and fails again; landscape b is not executed.
+    outcomes = {o.key: o for o in runner.run_batch(runs, results, exp.parent, progress=False,
+                                                   experiments_dir=exp)}
+    assert [outcomes[r.key].status for r in runs] == ["cached", "failed", "finished", "failed"]
+    error = (f"needs run {pair_b.key} (pair model=b seed=0), which failed: RuntimeError: "
+             "planted failure; fix that run and run again")
+    assert outcomes[look_b.key].error == error
+    assert _status(results, look_b)["status"] == "failed"
+    assert not (results / "runs" / look_b.key / "notebook.ipynb").exists()  # never executed
+    row = next(r for r in runner.status_rows(results, runs) if r["key"] == look_b.key)
+    assert (row["state"], row["error"]) == ("failed", error)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_run_whose_needed_run_is_nowhere_fails_unexecuted(env, jobs):
+    exp, results = env
+    runs = _dependency_runs(exp)
+    needed, look = _pick(runs, "pair", "a"), _pick(runs, "landscape", "a")
+    [outcome] = runner.run_batch([look], results, exp.parent, jobs=jobs, progress=False,
+                                 experiments_dir=exp)
+    assert outcome.status == "failed"
+    assert outcome.error == (f"needs run {needed.key}, which is neither in this batch nor "
+                             f"finished under {results}; run `dlbook run --only landscape`, "
+                             "which runs it first")
+    assert _status(results, look)["error"] == outcome.error
+    assert not (results / "runs" / look.key / "notebook.ipynb").exists()
+
+
+def test_a_diverged_or_dead_needed_run_is_unmet(tmp_path):
+    from analysis.results import write
+
+    write(tmp_path / "runs" / "k1", "status", {"status": "finished"})
+    write(tmp_path / "runs" / "k2", "status", {"status": "diverged", "error": "loss became "
+                                               "non-finite at epoch 2, step 7"})
+    run = {"key": "x", "needs": ["k1"], "experiments": ["landscape"]}
+    assert runner.unmet_need(run, tmp_path, {}, {}) is None
+    assert runner.unmet_need({**run, "needs": ["k1", "k2"]}, tmp_path, {},
+                             {"k2": "pair model=b seed=0"}) == (
+        "needs run k2 (pair model=b seed=0), which diverged: loss became non-finite at "
+        "epoch 2, step 7; fix that run and run again")
+    # A worker that died left no record: the batch's outcome says what happened.
+    dead = runner.Outcome("k1", "failed", error="runner process died (exit code -9)")
+    assert runner.unmet_need(run, tmp_path, {"k1": dead}, {}) == (
+        "needs run k1, which failed: runner process died (exit code -9); fix that run and "
+        "run again")
+
+
+def test_run_only_a_dependent_experiment_brings_the_runs_it_needs(env, fake_data_dir,
+                                                                  monkeypatch):
+    exp, results = env
+    _, path = dependency_plan(exp, models=["b"])
+    the_plan, expand = plan.load(path), plan.expand
+    monkeypatch.setattr(plan, "load", lambda: the_plan)
+    monkeypatch.setattr(plan, "expand", lambda *a, **kw: expand(*a, experiments_dir=exp, **kw))
+    *_, selected = runner.prepare("smoke", fake_data_dir, results, only=["q-look"])
+    assert sorted((r.experiments, r.params["model"]) for r in selected) == [
+        (["landscape"], "b"), (["pair"], "b")]
