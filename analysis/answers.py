@@ -34,20 +34,14 @@ ONE_SEED = "Not judged: one seed per setting"
 # The statements of the questions without an answer record yet (QUESTIONS.md,
 # paraphrased). An answered question's text is the `question:` of its record.
 PENDING_QUESTIONS = {
-    "tf-01": "Batch normalisation drives the mean of activations to zero, and since layers "
-             "prefer normalised inputs, it greatly helps training.",
-    "tf-02": "PyTorch builds the graph dynamically and evaluates tensors eagerly, so "
-             "intermediate tensors can be inspected at any point of forward and backward.",
-    "tf-03": "Data augmentation helps any kind of deep network.",
-    "tf-04": "With adaptive optimisers (Adam) on hard datasets it is common practice to raise "
-             "epsilon (to 1.0, say) for stability and to avoid oscillation.",
-    "tf-05": "Using L2 regularisation and dropout together guarantees higher validation "
-             "accuracy than either alone.",
-    "tf-06": "Leaky ReLU fixes dying ReLU but is less stable because of its non-zero "
-             "negative-side gradient.",
-    "tf-07": "L1 regularisation gives sparser weights than L2.",
     "tf-10": "Residual networks introduce shortcut connections to smooth the loss surface.",
 }
+
+# The typical submission's verdicts (QUESTIONS.md), which the true/false chapter's summary
+# sets ours against.
+TYPICAL_VERDICTS = {"tf-01": True, "tf-02": True, "tf-03": False, "tf-04": True,
+                    "tf-05": False, "tf-06": False, "tf-07": True, "tf-08": True,
+                    "tf-09": False, "tf-10": True}
 
 
 @dataclass(frozen=True)
@@ -132,6 +126,27 @@ def glance(path=None, results_dir=None, keys=None) -> pd.DataFrame:
             number = NO_RESULTS
         rows.append({"id": qid, "question": question(qid, record), "answer": answer,
                      "key number": number, "section": f"@sec-{qid}"})
+    return pd.DataFrame(rows)
+
+
+def claims(path=None) -> pd.DataFrame:
+    """One row per true/false statement: a cross-reference to its section, the statement,
+    our verdict and its one-line reason (the record's `reason:`), and the typical
+    submission's verdict, marked where it differs from ours. A statement without a record
+    says so. Markdown in `section`: show it with `plots.table(..., markdown=["section"])`."""
+    found = records(path)
+    rows = []
+    for qid in (q for q in QUESTION_IDS if q.startswith("tf-")):
+        record = found.get(qid)
+        typical = "True" if TYPICAL_VERDICTS[qid] else "False"
+        ours = short(qid, record) if record else NOT_ANSWERED
+        differs = record is not None and ours != typical
+        rows.append({"section": f"@sec-{qid}" if record else "–",
+                     "statement": (question(qid, record)
+                                   if record or qid in PENDING_QUESTIONS else "–"),
+                     "verdict": ours,
+                     "why": " ".join(record["reason"].split()) if record else "–",
+                     "typical submission": typical + (" (differs)" if differs else "")})
     return pd.DataFrame(rows)
 
 
@@ -256,6 +271,186 @@ def all_layers_speedup(lat: pd.DataFrame, shapes) -> pd.DataFrame:
 
     return (lat.groupby(["device", "pass", "batch"]).apply(one, include_groups=False)
             .rename("speedup").dropna().reset_index())
+
+
+# ---------------------------------------------------------------- Part 1 (tf-01 to tf-07)
+
+PROBE_IMAGES = 1000  # validation images the BN statistics and the eager demo look at
+NEAR_ZERO_MEAN = 0.1  # a channel mean within 0.1 of its std counts as zero
+
+
+def probe_images(n: int = PROBE_IMAGES):
+    """The first `n` validation images, normalised as the networks saw them, and labels."""
+    from analysis import data
+
+    cifar = _cifar()
+    return data.normalize(cifar.val_x[:n], cifar.mean, cifar.std), cifar.val_y[:n]
+
+
+def bn_stats(results_dir=None) -> pd.DataFrame:
+    """`probes.batchnorm_stats` of every trained BN-LeNet of lenet-bn, with its seed."""
+    from analysis import probes
+
+    bn = results.runs(experiment="lenet-bn", results=results_dir)
+    bn = bn[bn["batch_norm"].astype(bool) & (bn["status"] == "finished")]
+    x, _ = probe_images()
+    return pd.concat([probes.batchnorm_stats(results.trained_model(run, results_dir), x)
+                      .assign(seed=run["seed"]) for _, run in bn.iterrows()],
+                     ignore_index=True)
+
+
+def near_zero_share(stats: pd.DataFrame, stage: str) -> float:
+    """The share of channels whose mean at `stage` (in, norm, out, act) is within
+    NEAR_ZERO_MEAN of that channel's standard deviation."""
+    return float((stats[f"{stage}_mean"].abs()
+                  <= NEAR_ZERO_MEAN * stats[f"{stage}_std"]).mean())
+
+
+def tf01_verdict(stats: pd.DataFrame) -> bool:
+    """The claim's first half holds only if most channels have a near-zero mean both after
+    the learned shift and after the activation: the "activations" the claim means."""
+    return near_zero_share(stats, "out") > 0.5 and near_zero_share(stats, "act") > 0.5
+
+
+def eps_frame(results_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """lenet-adam-eps: its runs and per-epoch metrics (update_ratio: a step's RMS change of
+    the weights over the learning rate)."""
+    return (results.runs(experiment="lenet-adam-eps", results=results_dir),
+            results.table("metrics", experiment="lenet-adam-eps", results=results_dir))
+
+
+def tf04_verdict(runs: pd.DataFrame) -> bool:
+    """Raising epsilon to 1.0 is good practice only if it measurably helps."""
+    d = results.difference(runs, "adam_eps", runs["adam_eps"].max(), runs["adam_eps"].min(),
+                           "best_val_acc")
+    return d["verdict"] == "higher"
+
+
+TF05_CELLS = {(False, False): "neither", (True, False): "L2 only", (False, True): "dropout only",
+              (True, True): "L2 + dropout"}
+
+
+def tf05_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """lenet-l2-dropout's runs named by their cell of the 2x2 grid."""
+    return runs.assign(cell=[TF05_CELLS[(wd > 0, p > 0)]
+                             for wd, p in zip(runs["weight_decay"], runs["dropout"],
+                                              strict=True)])
+
+
+def tf05_losses(cells: pd.DataFrame) -> tuple[int, int]:
+    """Seeds on which L2 + dropout scored below the better of the two alone, and seeds."""
+    acc = cells.pivot_table(index="seed", columns="cell", values="best_val_acc")
+    better = acc[["L2 only", "dropout only"]].max(axis=1)
+    return int((acc["L2 + dropout"] < better).sum()), len(acc)
+
+
+def loss_spikes(steps: pd.DataFrame, by: list[str], factor: float = 2.0,
+                window: int = 50) -> pd.DataFrame:
+    """Per run (`by` + seed): steps after the first epoch whose training loss exceeds
+    `factor` times the median of the `window` steps before it, and the run's count of such
+    spikes. A diverged step (no finite loss) counts as a spike."""
+    rows = []
+    for keys, d in steps.sort_values(["epoch", "step"]).groupby(by + ["seed"]):
+        loss = d["loss"].astype(float).reset_index(drop=True)
+        median = loss.rolling(window, min_periods=window).median().shift(1)
+        later = (d["epoch"] > 1).to_numpy()
+        spikes = (later & ((loss > factor * median) | loss.isna()).to_numpy()).sum()
+        rows.append({**dict(zip(by + ["seed"], keys, strict=True)), "spikes": int(spikes)})
+    return pd.DataFrame(rows)
+
+
+def leaky_frames(results_dir=None):
+    """lenet-leaky: runs, per-epoch metrics (with dead_<layer>) and per-step losses."""
+    return tuple(f(experiment="lenet-leaky", results=results_dir) if f is results.runs
+                 else f(name, experiment="lenet-leaky", results=results_dir)
+                 for f, name in ((results.runs, None), (results.table, "metrics"),
+                                 (results.table, "steps")))
+
+
+def dead_share(metrics: pd.DataFrame) -> pd.Series:
+    """The share of dead hidden units of LeNet-5 (all four hidden layers pooled, weighted by
+    their units) per row of a metrics table."""
+    units = {"dead_conv1": 6, "dead_conv2": 16, "dead_fc3": 120, "dead_fc4": 84}
+    cols = [c for c in units if c in metrics]
+    return sum(metrics[c] * units[c] for c in cols) / sum(units[c] for c in cols)
+
+
+def tf06_evidence(runs, metrics, steps) -> dict:
+    """What decides tf-06, at the highest learning rate of the grid and over every rate:
+    leaky - ReLU best validation accuracy and final dead share at the high rate, and leaky
+    - ReLU loss spikes per run and seed-to-seed spread (std of best accuracy) at each rate."""
+    high = runs["lr"].max()
+    last = metrics.sort_values("epoch").groupby(["activation", "lr", "seed"]).tail(1)
+    last = last.assign(dead=dead_share(last))
+    spikes = loss_spikes(steps, ["activation", "lr"])
+    at = {lr: {"acc": results.difference(runs[runs["lr"] == lr], "activation", "leaky_relu",
+                                         "relu", "best_val_acc"),
+               "dead": results.difference(last[last["lr"] == lr], "activation", "leaky_relu",
+                                          "relu", "dead"),
+               "spikes": results.difference(spikes[spikes["lr"] == lr], "activation",
+                                            "leaky_relu", "relu", "spikes")}
+          for lr in sorted(runs["lr"].unique())}
+    spread = runs.groupby(["lr", "activation"])["best_val_acc"].std().unstack()
+    return {"high": high, "at": at, "last": last, "spikes": spikes, "spread": spread}
+
+
+def tf06_verdict(ev: dict) -> bool | None:
+    """The claim holds if leaky ReLU fixes dying (fewer dead units or higher accuracy at the
+    high rate, beyond noise) AND is less stable (more loss spikes beyond noise at some rate,
+    or a seed spread over twice ReLU's at every rate). None: nothing could be judged."""
+    high = ev["at"][ev["high"]]
+    if all(d["verdict"] == "unjudged" for v in ev["at"].values() for d in v.values()):
+        return None
+    fixes = high["dead"]["verdict"] == "lower" or high["acc"]["verdict"] == "higher"
+    spread = ev["spread"]
+    less_stable = (any(v["spikes"]["verdict"] == "higher" for v in ev["at"].values())
+                   or bool((spread["leaky_relu"] > 2 * spread["relu"]).all()))
+    return fixes and less_stable
+
+
+SPARSITY_THRESHOLDS = (1e-4, 1e-3, 1e-2)
+
+
+def sparsity(results_dir=None) -> pd.DataFrame:
+    """lenet-l1's finished runs: per run, layer and threshold, the share of weights below it
+    (`probes.weight_sparsity`), with the run's penalty, seed and best validation accuracy."""
+    from analysis import probes
+
+    runs = results.runs(experiment="lenet-l1", results=results_dir)
+    runs = runs[runs["status"] == "finished"]
+    return pd.concat([probes.weight_sparsity(results.load_weights(run["key"], results_dir),
+                                             SPARSITY_THRESHOLDS)
+                      .assign(penalty=penalty(run), seed=run["seed"],
+                              best_val_acc=run["best_val_acc"])
+                      for _, run in runs.iterrows()], ignore_index=True)
+
+
+def overall_sparsity(sp: pd.DataFrame) -> pd.DataFrame:
+    """Per run (penalty, seed) and threshold: the share of all its weights below it."""
+    return (sp.assign(below=sp["fraction"] * sp["weights"])
+            .groupby(["penalty", "seed", "threshold"], as_index=False)[["below", "weights"]].sum()
+            .assign(fraction=lambda d: d["below"] / d["weights"]))
+
+
+def tf07_pairs(sp: pd.DataFrame, threshold: float = 1e-3) -> list[dict]:
+    """Each L1 setting against the L2 setting of closest accuracy (`matched_penalties`): the
+    accuracy difference and the difference in the share of weights below `threshold`."""
+    runs = sp.drop_duplicates(["penalty", "seed"])
+    share = overall_sparsity(sp)
+    share = share[share["threshold"] == threshold]
+    return [{"l1": a, "l2": b,
+             "acc": results.difference(runs, "penalty", a, b, "best_val_acc"),
+             "sparse": results.difference(share, "penalty", a, b, "fraction")}
+            for a, b in matched_penalties(runs.groupby("penalty")["best_val_acc"].mean())]
+
+
+def tf07_verdict(pairs: list[dict]) -> bool | None:
+    """L1 is sparser if, in every matched pair, L1 has more weights below the threshold
+    beyond noise; None when no pair could be judged."""
+    verdicts = [p["sparse"]["verdict"] for p in pairs]
+    if not verdicts or all(v == "unjudged" for v in verdicts):
+        return None
+    return all(v == "higher" for v in verdicts)
 
 
 def times(x: float, decimals: int = 1) -> str:
@@ -441,6 +636,91 @@ def lab3(results_dir=None) -> Key:
                f"{count(int(res['epochs'].iloc[0]), 'epoch')}")
 
 
+def tf_01(results_dir=None) -> Key:
+    stats = bn_stats(results_dir)
+    return Key(f"channel means within {num(NEAR_ZERO_MEAN)} std of zero: "
+               f"{pct(near_zero_share(stats, 'norm'), 0)} after normalising, "
+               f"{pct(near_zero_share(stats, 'out'), 0)} after the learned shift, "
+               f"{pct(near_zero_share(stats, 'act'), 0)} after the ReLU")
+
+
+def tf_02(results_dir=None) -> Key:
+    import torch
+
+    from analysis import probes
+    from analysis.models import LeNet5
+
+    torch.manual_seed(0)
+    x, y = probe_images(4)
+    demo = probes.eager_demo(LeNet5(), x, y)
+    graphs = probes.loop_graphs()
+    return Key("graph nodes for " + ", ".join(
+        f"{count(int(s), 'loop step')}: {int(n)}"
+        for s, n in zip(graphs["loop steps"], graphs["graph nodes"], strict=True))
+        + f"; the gradient hook ran with {demo['leaf_grads_at_hook']} of "
+          f"{demo['parameters']} weight tensors' gradients computed")
+
+
+def digits_runs(results_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """digits-augment's runs, and each augmentation against none (test accuracy)."""
+    runs = results.runs(experiment="digits-augment", results=results_dir)
+    return runs, results.differences(runs, "augmentation", "none", "test_acc")
+
+
+def tf03_verdict(vs_none: pd.DataFrame) -> bool | None:
+    """False once an augmentation lowers accuracy beyond noise; True if every one raises
+    it; None (nothing decided) otherwise."""
+    if (vs_none["verdict"] == "lower").any():
+        return False
+    return True if (vs_none["verdict"] == "higher").all() else None
+
+
+def tf_03(results_dir=None) -> Key:
+    runs, vs = digits_runs(results_dir)
+    acc = runs.groupby("augmentation")["test_acc"].mean()
+    mixed = runs.groupby("augmentation")[["six_as_nine", "nine_as_six"]].sum().sum(axis=1)
+    return Key(f"digits test accuracy {pct(acc['none'])} without augmentation; "
+               + "; ".join(f"{r.augmentation} {judged(r._asdict())}, "
+                           f"{count(int(mixed[r.augmentation]), '6/9 mix-up')}"
+                           for r in vs.itertuples()))
+
+
+def tf_04(results_dir=None) -> Key:
+    runs, metrics = eps_frame(results_dir)
+    lo, hi = runs["adam_eps"].min(), runs["adam_eps"].max()
+    d = results.difference(runs, "adam_eps", hi, lo, "best_val_acc")
+    first = metrics[metrics["epoch"] == 1].groupby("adam_eps")["update_ratio"].mean()
+    return Key(f"eps {num(hi)} - eps {num(lo)}: best validation accuracy {judged(d)}; "
+               f"first-epoch step {num(first[hi] / first[lo], 2)} times the default's")
+
+
+def tf_05(results_dir=None) -> Key:
+    cells = tf05_cells(results.runs(experiment="lenet-l2-dropout", results=results_dir))
+    acc = cells.groupby("cell")["best_val_acc"].mean()
+    lost, seeds = tf05_losses(cells)
+    return Key(f"{', '.join(f'{c} {pct(acc[c])}' for c in TF05_CELLS.values())}; the "
+               f"combination lost to the better single method on {lost} of "
+               f"{count(seeds, 'seed')}")
+
+
+def tf_06(results_dir=None) -> Key:
+    ev = tf06_evidence(*leaky_frames(results_dir))
+    high = ev["at"][ev["high"]]
+    dead = ev["last"][ev["last"]["lr"] == ev["high"]].groupby("activation")["dead"].mean()
+    return Key(f"at lr {num(ev['high'])}: dead units {pct(dead['relu'], 0)} (ReLU) and "
+               f"{pct(dead['leaky_relu'], 0)} (leaky), leaky - ReLU best accuracy "
+               f"{judged(high['acc'])}, loss spikes per run {judged(high['spikes'])}")
+
+
+def tf_07(results_dir=None) -> Key:
+    pairs = tf07_pairs(sparsity(results_dir))
+    share = overall_sparsity(sparsity(results_dir))
+    share = share[share["threshold"] == 1e-3].groupby("penalty")["fraction"].mean()
+    return Key(f"weights below {num(1e-3)}: " + "; ".join(
+        f"{p['l1']} {pct(share[p['l1']])} against {p['l2']} {pct(share[p['l2']])} "
+        f"(accuracy {judged(p['acc'])})" for p in pairs))
+
+
 def tf_08(results_dir=None) -> Key:
     from analysis import flops
 
@@ -472,5 +752,6 @@ def tf_09(results_dir=None) -> Key:
 KEYS = {"lab1-a": lab1_a, "lab1-b": lab1_b, "lab1-c": lab1_c, "lab1-d": lab1_d,
         "lab1-g": lab1_g, "lab1-h": lab1_h, "lab2-a": lab2_a, "lab2-b-bn": lab2_b_bn,
         "lab2-b-lr": lab2_b_lr, "lab2-b-swish": lab2_b_swish, "lab2-c-lr": lab2_c_lr,
-        "lab2-c-l2": lab2_c_l2, "lab2-c-l1": lab2_c_l1, "lab3": lab3, "tf-08": tf_08,
-        "tf-09": tf_09}
+        "lab2-c-l2": lab2_c_l2, "lab2-c-l1": lab2_c_l1, "lab3": lab3, "tf-01": tf_01,
+        "tf-02": tf_02, "tf-03": tf_03, "tf-04": tf_04, "tf-05": tf_05, "tf-06": tf_06,
+        "tf-07": tf_07, "tf-08": tf_08, "tf-09": tf_09}

@@ -960,6 +960,10 @@ def check_answers(book: Book, *, complete: bool = False) -> list[Problem]:
         if str(qid).startswith("tf-") and not isinstance(record.get("verdict"), bool):
             report(line, f"{name} needs `verdict: true` or `verdict: false`, "
                    f"not {record.get('verdict')!r}")
+        if str(qid).startswith("tf-") and not (isinstance(record.get("reason"), str)
+                                               and record["reason"].strip()):
+            report(line, f"{name} needs `reason:`, the verdict's reason in one line (the "
+                   "true/false chapter's summary table shows it)")
         for key in ("experiments", "evidence"):
             if not isinstance(record.get(key, []), list):
                 report(line, f"{name}: `{key}:` must be a list")

@@ -25,6 +25,8 @@ PARAMETER_NAMES = {
     "flip_p": "flip probability", "crop_padding": "crop padding", "activation": "activation",
     "lr": "learning rate", "l1": "L1 strength", "dropout": "dropout", "optimizer": "optimizer",
     "model": "model", "epochs": "epochs", "seed": "seed", "penalty": "penalty",
+    "vflip_p": "vertical flip probability", "adam_eps": "Adam's epsilon",
+    "augmentation": "augmentation",
 }
 VALUE_NAMES = {
     "batch_norm": {True: "with BN", False: "without BN"},
@@ -32,6 +34,9 @@ VALUE_NAMES = {
              "xavier_normal": "Xavier normal"},
     "activation": {"relu": "ReLU", "swish": "Swish", "leaky_relu": "leaky ReLU"},
     "split": {"train": "train (eval mode)", "val": "validation"},
+    "augmentation": {"none": "none", "vflip": "upside down", "rot180": "rotated 180°"},
+    "model": {"resnet20": "ResNet-20", "plain20": "plain-20", "resnet56": "ResNet-56",
+              "plain56": "plain-56"},
 }
 
 

@@ -7,8 +7,8 @@
   positive on a batch (tf-06; the training engine records it every epoch);
 - `update_ratio`: the size of one optimiser step relative to the learning rate (tf-04;
   recorded by the engine every step);
-- `capture_forward`, `capture_gradient`, `graph_nodes`, `LoopNet`: eager execution and
-  the dynamic graph, demonstrated live (tf-02);
+- `eager_demo`, `loop_graphs` (with `capture_forward`, `capture_gradient`, `graph_nodes`,
+  `LoopNet`): eager execution and the dynamic graph, demonstrated live (tf-02);
 - `weight_sparsity`: the fraction of weights below thresholds, per layer (tf-07).
 
 Layers are named as in the cost tables: conv/fc followed by the position of the weight
@@ -213,6 +213,45 @@ class LoopNet(nn.Module):
         for _ in range(self.steps(x)):
             h = torch.tanh(self.hidden(h))
         return self.out(h)
+
+
+def eager_demo(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """One forward and backward pass of `model` on (x, y), watched from the inside: the
+    output of its first activation module captured mid-forward (`activation`), that
+    tensor's gradient captured mid-backward by a tensor hook (`gradient`), how many of the
+    model's parameters had a gradient at that moment (`leaf_grads_at_hook`, 0: backward
+    had not reached them yet) and after backward (`leaf_grads_after`), and whether the
+    captured gradient equals torch.autograd.grad's (`matches`)."""
+    first = next(m for m in model.modules() if isinstance(m, ACTIVATION_MODULES))
+    model.zero_grad(set_to_none=True)
+    out, act = capture_forward(model, first, x)
+    loss = nn.functional.cross_entropy(out, y)
+    expected = torch.autograd.grad(loss, act, retain_graph=True)[0]  # before the hook exists
+    seen = {}
+
+    def hook(grad):
+        seen["gradient"] = grad.detach().clone()
+        seen["leaf_grads_at_hook"] = sum(p.grad is not None for p in model.parameters())
+    act.register_hook(hook)
+    loss.backward()
+    return {"activation": act.detach(), "gradient": seen["gradient"],
+            "leaf_grads_at_hook": seen["leaf_grads_at_hook"],
+            "leaf_grads_after": sum(p.grad is not None for p in model.parameters()),
+            "parameters": len(list(model.parameters())),
+            "matches": bool(torch.allclose(seen["gradient"], expected))}
+
+
+def loop_graphs(norms=(1.5, 2.5, 4.5), seed: int = 0) -> pd.DataFrame:
+    """A `LoopNet` on inputs of the given norms: per input, the loop count Python chose from
+    its data and the number of nodes in the graph its output was recorded with."""
+    torch.manual_seed(seed)
+    net = LoopNet(width=4, max_steps=max(5, math.floor(max(norms))))
+    rows = []
+    for norm in norms:
+        x = torch.full((4,), norm / 2)  # a 4-vector of norm `norm`
+        rows.append({"input norm": norm, "loop steps": net.steps(x),
+                     "graph nodes": graph_nodes(net(x))})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- sparsity (tf-07)

@@ -25,6 +25,7 @@ TINY_ANSWERS = """
     - id: tf-08
       question: About 9x speedup.
       verdict: false
+      reason: Under 9 MACs, less time
       answer: The MAC ratio is below 9.
       experiments: [depthwise-latency]
       evidence: []
@@ -61,7 +62,7 @@ def test_glance_lists_every_question_answered_or_not(tiny):
     pending = table.drop(index=["lab1-a", "lab2-b-swish", "tf-08"])
     assert set(pending["answer"]) == {answers.NOT_ANSWERED}
     assert set(pending["section"]) == {"–"} and set(pending["key number"]) == {"–"}
-    assert pending.loc["tf-07", "question"] == "L1 regularisation gives sparser weights than L2."
+    assert pending.loc["tf-10", "question"] == answers.PENDING_QUESTIONS["tf-10"]
 
 
 def test_glance_table_links_sections_and_escapes_the_rest(tiny):
@@ -74,6 +75,18 @@ def test_glance_table_links_sections_and_escapes_the_rest(tiny):
     # The other columns stay plain text: `*` would be emphasis there.
     frame = answers.glance(tiny, keys=TINY_KEYS).assign(question="2*3 @32x32")
     assert "2\\*3 \\@32x32" in plots.table(frame, markdown=["section"]).data
+
+
+def test_claims_sets_our_verdicts_against_the_typical_submission(tiny):
+    table = answers.claims(tiny).set_index("section")
+    assert len(table) == 10  # every statement, answered or not
+    # tf-08: ours False, the typical submission's True: marked.
+    assert table.loc["@sec-tf-08"].to_dict() == {
+        "statement": "About 9x speedup.", "verdict": "False", "why": "Under 9 MACs, less time",
+        "typical submission": "True (differs)"}
+    pending = table.loc["–"]
+    assert set(pending["verdict"]) == {answers.NOT_ANSWERED} and len(pending) == 9
+    assert pending["typical submission"].str.endswith(("True", "False")).all()
 
 
 def test_every_question_has_its_text_and_every_answer_a_key_function():

@@ -119,6 +119,7 @@ MINI_BOOK = {
           evidence: [fig-lab1-g-curves, tbl-lab1-g-summary]
         - id: tf-01
           verdict: false
+          reason: The learned shift moves the mean
           answer: "The learned shift moves the mean away from zero."
           experiments: []
           evidence: [sec-tf-01]
@@ -391,6 +392,15 @@ def test_true_false_record_without_verdict_is_reported(tmp_path):
     assert static_problems(root) == [
         f"book/answers.yml:{line}: answer tf-01 needs `verdict: true` or `verdict: false`, "
         "not None"]
+
+
+def test_true_false_record_without_a_reason_is_reported(tmp_path):
+    root = write_book(tmp_path, {"book/answers.yml": [
+        ("  reason: The learned shift moves the mean\n", "")]})
+    line = line_of(root, "book/answers.yml", "id: tf-01")
+    assert static_problems(root) == [
+        f"book/answers.yml:{line}: answer tf-01 needs `reason:`, the verdict's reason in one "
+        "line (the true/false chapter's summary table shows it)"]
 
 
 def test_answer_records_are_checked_against_questions_plan_and_sections(tmp_path):

@@ -129,3 +129,21 @@ def test_weight_sparsity_fractions_per_layer_and_threshold():
     got = probes.weight_sparsity(state, [1e-3, 0.05])
     assert got[["layer", "threshold", "fraction"]].values.tolist() == [
         ["conv1", 1e-3, 0.25], ["conv1", 0.05, 0.5], ["fc2", 1e-3, 0.5], ["fc2", 0.05, 0.5]]
+
+
+def test_eager_demo_catches_the_gradient_before_the_weights_get_theirs():
+    torch.manual_seed(0)
+    demo = probes.eager_demo(LeNet5(), torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    assert demo["activation"].shape == (4, 6, 28, 28)  # conv1's ReLU output
+    assert demo["gradient"].shape == demo["activation"].shape
+    assert demo["matches"]
+    # conv1's weight and bias get theirs after the hook; the layers above got theirs first.
+    assert demo["leaf_grads_at_hook"] == demo["parameters"] - 2
+    assert demo["leaf_grads_after"] == demo["parameters"]
+
+
+def test_loop_graphs_grow_with_the_loop_count_the_data_chose():
+    table = probes.loop_graphs(norms=(1.5, 2.5, 4.5))
+    assert table["loop steps"].tolist() == [1, 2, 4]
+    nodes = table["graph nodes"].tolist()
+    assert nodes[1] - nodes[0] > 0 and nodes[2] - nodes[1] == 2 * (nodes[1] - nodes[0])
