@@ -33,9 +33,7 @@ ONE_SEED = "Not judged: one seed per setting"
 
 # The statements of the questions without an answer record yet (QUESTIONS.md,
 # paraphrased). An answered question's text is the `question:` of its record.
-PENDING_QUESTIONS = {
-    "tf-10": "Residual networks introduce shortcut connections to smooth the loss surface.",
-}
+PENDING_QUESTIONS: dict[str, str] = {}
 
 # The typical submission's verdicts (QUESTIONS.md), which the true/false chapter's summary
 # sets ours against.
@@ -721,6 +719,51 @@ def tf_07(results_dir=None) -> Key:
         f"(accuracy {judged(p['acc'])})" for p in pairs))
 
 
+PAIRS = (("resnet20", "plain20"), ("resnet56", "plain56"))
+MIN_EPOCHS_TO_JUDGE = 5  # trained for fewer epochs (smoke), the pair decides nothing
+
+
+def landscape_runs(results_dir=None) -> pd.DataFrame:
+    """The landscape runs, one per trained network (by model), with the trained run's
+    epochs; columns from the notebook's summary (hessian_minimum, minimum_loss, ...)."""
+    land = results.runs(experiment="landscape", results=results_dir)
+    trained = results.runs(experiment="resnet-pair", results=results_dir).set_index("key")
+    return land.assign(epochs=land["trained_run"].map(trained["epochs"])).set_index("model")
+
+
+def tf10_pairs(land: pd.DataFrame) -> list[dict]:
+    """Each ResNet with its plain twin: the ratio of their top Hessian eigenvalues at the
+    minimum (plain / ResNet) and their training losses there (same images)."""
+    return [{"resnet": r, "plain": p,
+             "sharpness": land.loc[p, "hessian_minimum"] / land.loc[r, "hessian_minimum"],
+             "loss_resnet": land.loc[r, "minimum_loss"], "loss_plain": land.loc[p, "minimum_loss"],
+             "degraded": land.loc[p, "minimum_loss"] > 1.1 * land.loc[r, "minimum_loss"]}
+            for r, p in PAIRS if r in land.index and p in land.index]
+
+
+def tf10_verdict(land: pd.DataFrame) -> bool | None:
+    """The shortcuts' first effect is the one He et al. introduced them for: without them the
+    deeper network fits its training set worse (training loss at the minimum over 10%
+    higher, at the deepest pair measured). Where that holds, "introduced to smooth the loss
+    surface" mistakes a later explanation for the purpose: False. Where the plain twin fits
+    as well, the evidence would not show He et al.'s reason at this depth, and the verdict
+    must be looked at again (True here makes the chapter stop). None: trained too briefly."""
+    pairs = tf10_pairs(land)
+    if not pairs or land["epochs"].min() < MIN_EPOCHS_TO_JUDGE:
+        return None
+    return not pairs[-1]["degraded"]
+
+
+def tf_10(results_dir=None) -> Key:
+    land = landscape_runs(results_dir)
+    name = plots.VALUE_NAMES["model"]
+    top = land["hessian_minimum"]
+    return Key("; ".join(
+        f"top Hessian eigenvalue {name[p['resnet']]} {num(top[p['resnet']])}, "
+        f"{name[p['plain']]} {num(top[p['plain']])}; training loss {num(p['loss_resnet'])} "
+        f"against {num(p['loss_plain'])}" for p in tf10_pairs(land)))
+
+
 def tf_08(results_dir=None) -> Key:
     from analysis import flops
 
@@ -754,4 +797,4 @@ KEYS = {"lab1-a": lab1_a, "lab1-b": lab1_b, "lab1-c": lab1_c, "lab1-d": lab1_d,
         "lab2-b-lr": lab2_b_lr, "lab2-b-swish": lab2_b_swish, "lab2-c-lr": lab2_c_lr,
         "lab2-c-l2": lab2_c_l2, "lab2-c-l1": lab2_c_l1, "lab3": lab3, "tf-01": tf_01,
         "tf-02": tf_02, "tf-03": tf_03, "tf-04": tf_04, "tf-05": tf_05, "tf-06": tf_06,
-        "tf-07": tf_07, "tf-08": tf_08, "tf-09": tf_09}
+        "tf-07": tf_07, "tf-08": tf_08, "tf-09": tf_09, "tf-10": tf_10}

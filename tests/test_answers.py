@@ -62,7 +62,7 @@ def test_glance_lists_every_question_answered_or_not(tiny):
     pending = table.drop(index=["lab1-a", "lab2-b-swish", "tf-08"])
     assert set(pending["answer"]) == {answers.NOT_ANSWERED}
     assert set(pending["section"]) == {"–"} and set(pending["key number"]) == {"–"}
-    assert pending.loc["tf-10", "question"] == answers.PENDING_QUESTIONS["tf-10"]
+    assert set(pending["question"]) == {"–"}  # every question has a record in the book now
 
 
 def test_glance_table_links_sections_and_escapes_the_rest(tiny):
