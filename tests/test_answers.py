@@ -126,3 +126,89 @@ def test_key_numbers_need_results_like_the_chapters(tmp_path, monkeypatch):
         with pytest.raises(results.ResultsMissing):
             answers.KEYS[qid](tmp_path)  # an empty results folder
 
+
+
+# ---------------------------------------------------------------- Part 1 verdict logic
+
+import pandas as pd  # noqa: E402
+
+
+def test_loss_spikes_count_steps_far_above_the_recent_median_after_the_first_epoch():
+    steps = pd.DataFrame({"epoch": [1] * 60 + [2] * 60, "step": list(range(1, 61)) * 2,
+                          "loss": [1.0] * 120, "seed": 0, "lr": 0.1})
+    steps.loc[10, "loss"] = 9.0  # first epoch: not counted (warm-up spikes are expected)
+    steps.loc[70, "loss"] = 2.5  # above twice the median of the 50 steps before it
+    steps.loc[80, "loss"] = 1.9  # below twice: no spike
+    steps.loc[90, "loss"] = None  # a non-finite step counts
+    got = answers.loss_spikes(steps, ["lr"])
+    assert got.to_dict("records") == [{"lr": 0.1, "seed": 0, "spikes": 2}]
+
+
+def _grid(acc: dict, epochs=12):
+    rows = [{"weight_decay": wd, "dropout": p, "seed": s, "best_val_acc": a, "epochs": epochs}
+            for (wd, p), values in acc.items() for s, a in enumerate(values)]
+    return answers.tf05_cells(pd.DataFrame(rows))
+
+
+def test_tf05_counts_lost_seeds_and_guarantees_nothing_after_one_loss():
+    both_wins = {(0.0, 0.0): [0.50, 0.51, 0.52], (1e-3, 0.0): [0.52, 0.53, 0.54],
+                 (0.0, 0.5): [0.53, 0.54, 0.55], (1e-3, 0.5): [0.60, 0.62, 0.63]}
+    assert answers.tf05_losses(_grid(both_wins)) == (0, 3)
+    assert answers.tf05_verdict(_grid(both_wins)) is True
+    one_loss = {**both_wins, (1e-3, 0.5): [0.60, 0.62, 0.54]}  # seed 2: below dropout only
+    assert answers.tf05_losses(_grid(one_loss)) == (1, 3)
+    assert answers.tf05_verdict(_grid(one_loss)) is False
+    assert answers.tf05_verdict(_grid(both_wins, epochs=1)) is None  # smoke: not judged
+
+
+def _leaky(relu_final, leaky_diverged, spikes=(0, 0), acc_gain=0.05):
+    """tf06_evidence-shaped input: two rates, three seeds each."""
+    runs, metrics, steps = [], [], []
+    for lr in (0.01, 0.5):
+        for act in ("relu", "leaky_relu"):
+            for seed in range(3):
+                diverged = act == "leaky_relu" and lr == 0.5 and leaky_diverged
+                acc = 0.5 + 0.01 * seed + (acc_gain if act == "leaky_relu" else 0.0)
+                runs.append({"lr": lr, "activation": act, "seed": seed, "epochs": 12,
+                             "status": "diverged" if diverged else "finished",
+                             "best_val_acc": None if diverged else acc})
+                if diverged:
+                    continue
+                final = relu_final if (act == "relu" and lr == 0.5) else acc
+                metrics.append({"lr": lr, "activation": act, "seed": seed, "epoch": 12,
+                                "val_acc": final, "dead_conv1": 0.0, "dead_conv2": 0.0,
+                                "dead_fc3": 0.0, "dead_fc4": 0.0})
+                loss = [1.0] * 120
+                for k in range(spikes[act == "leaky_relu"]):
+                    loss[70 + 10 * k] = 5.0 + seed
+                steps += [{"lr": lr, "activation": act, "seed": seed, "epoch": 1 + i // 60,
+                           "step": 1 + i % 60, "loss": v} for i, v in enumerate(loss)]
+    return answers.tf06_evidence(pd.DataFrame(runs), pd.DataFrame(metrics), pd.DataFrame(steps))
+
+
+def test_tf06_a_dead_relu_network_does_not_make_leaky_relu_less_stable():
+    # Leaky ReLU better (fixes), diverging where ReLU's network died: not less stable.
+    assert answers.tf06_verdict(_leaky(relu_final=0.10, leaky_diverged=True)) is False
+    # Diverging where ReLU still learns is instability: the claim then holds.
+    assert answers.tf06_verdict(_leaky(relu_final=0.45, leaky_diverged=True)) is True
+    # So are more loss spikes, beyond noise.
+    assert answers.tf06_verdict(_leaky(0.45, False, spikes=(0, 2))) is True
+    assert answers.tf06_verdict(_leaky(0.45, False)) is False
+
+
+def test_tf03_one_harmful_augmentation_refutes_the_claim():
+    vs = pd.DataFrame({"augmentation": ["vflip", "rot180"],
+                       "verdict": ["lower", "within noise"]})
+    assert answers.tf03_verdict(vs, epochs=20) is False
+    assert answers.tf03_verdict(vs.assign(verdict="within noise"), epochs=20) is None
+    assert answers.tf03_verdict(vs.assign(verdict="higher"), epochs=20) is True
+    assert answers.tf03_verdict(vs, epochs=2) is None
+
+
+def test_tf10_degradation_in_training_loss_decides():
+    land = pd.DataFrame({"hessian_minimum": [500.0, 250.0], "minimum_loss": [0.9, 1.2],
+                         "epochs": [6, 6]}, index=["resnet20", "plain20"])
+    assert answers.tf10_pairs(land)[0]["sharpness"] == 0.5
+    assert answers.tf10_verdict(land) is False  # plain-20 fits worse: He et al.'s reason
+    assert answers.tf10_verdict(land.assign(minimum_loss=[0.9, 0.95])) is True
+    assert answers.tf10_verdict(land.assign(epochs=1)) is None
