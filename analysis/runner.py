@@ -47,6 +47,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import uuid
@@ -401,7 +402,18 @@ def _kernel_manager(env: dict):
     class KernelManager(AsyncKernelManager):
         async def start_kernel(self, **kw):
             kw["env"] = {**kw.get("env", os.environ), **env}
+            if os.name == "posix":
+                # Unix sockets in a folder of its own, not TCP ports: kernels that parallel
+                # job slots start at the same moment can pick the same free port, and one
+                # then fails with "Address already in use".
+                self.transport = "ipc"
+                self.ip = os.path.join(tempfile.mkdtemp(prefix="dlbook-kernel-"), "socket")
             return await super().start_kernel(**kw)
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart)
+            if self.transport == "ipc" and not restart:
+                shutil.rmtree(os.path.dirname(self.ip), ignore_errors=True)
 
         def client(self, **kw):
             kc = super().client(**kw)
