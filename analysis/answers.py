@@ -359,8 +359,11 @@ def tf05_losses(cells: pd.DataFrame) -> tuple[int, int]:
     return int((acc["L2 + dropout"] < better).sum()), len(acc)
 
 
-def loss_spikes(steps: pd.DataFrame, by: list[str], factor: float = 2.0,
-                window: int = 50) -> pd.DataFrame:
+SPIKE_FACTOR, SPIKE_WINDOW = 2.0, 50  # a spike: a loss above 2x the median of the 50 before
+
+
+def loss_spikes(steps: pd.DataFrame, by: list[str], factor: float = SPIKE_FACTOR,
+                window: int = SPIKE_WINDOW) -> pd.DataFrame:
     """Per run (`by` + seed): steps after the first epoch whose training loss exceeds
     `factor` times the median of the `window` steps before it, and the run's count of such
     spikes. A diverged step (no finite loss) counts as a spike."""
@@ -376,10 +379,9 @@ def loss_spikes(steps: pd.DataFrame, by: list[str], factor: float = 2.0,
 
 def leaky_frames(results_dir=None):
     """lenet-leaky: runs, per-epoch metrics (with dead_<layer>) and per-step losses."""
-    return tuple(f(experiment="lenet-leaky", results=results_dir) if f is results.runs
-                 else f(name, experiment="lenet-leaky", results=results_dir)
-                 for f, name in ((results.runs, None), (results.table, "metrics"),
-                                 (results.table, "steps")))
+    return (results.runs(experiment="lenet-leaky", results=results_dir),
+            results.table("metrics", experiment="lenet-leaky", results=results_dir),
+            results.table("steps", experiment="lenet-leaky", results=results_dir))
 
 
 def dead_share(metrics: pd.DataFrame) -> pd.Series:
@@ -440,7 +442,7 @@ def tf06_verdict(ev: dict) -> bool | None:
     return bool(fixes and less_stable)
 
 
-SPARSITY_THRESHOLDS = (1e-4, 1e-3, 1e-2)
+SPARSITY_THRESHOLDS = (NEAR_ZERO / 10, NEAR_ZERO, NEAR_ZERO * 10)
 
 
 def sparsity(results_dir=None) -> pd.DataFrame:
@@ -464,7 +466,7 @@ def overall_sparsity(sp: pd.DataFrame) -> pd.DataFrame:
             .assign(fraction=lambda d: d["below"] / d["weights"]))
 
 
-def tf07_pairs(sp: pd.DataFrame, threshold: float = 1e-3) -> list[dict]:
+def tf07_pairs(sp: pd.DataFrame, threshold: float = NEAR_ZERO) -> list[dict]:
     """Each L1 setting against the L2 setting of closest accuracy (`matched_penalties`): the
     accuracy difference and the difference in the share of weights below `threshold`."""
     runs = sp.drop_duplicates(["penalty", "seed"])
@@ -753,8 +755,8 @@ def tf_07(results_dir=None) -> Key:
     sp = sparsity(results_dir)
     pairs = tf07_pairs(sp)
     share = overall_sparsity(sp)
-    share = share[share["threshold"] == 1e-3].groupby("penalty")["fraction"].mean()
-    return Key(f"weights below {num(1e-3)}: " + "; ".join(
+    share = share[share["threshold"] == NEAR_ZERO].groupby("penalty")["fraction"].mean()
+    return Key(f"weights below {num(NEAR_ZERO)}: " + "; ".join(
         f"{p['l1']} {pct(share[p['l1']])} against {p['l2']} {pct(share[p['l2']])} "
         f"(accuracy {judged(p['acc'])})" for p in pairs))
 

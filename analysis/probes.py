@@ -42,6 +42,16 @@ def layer_names(model: nn.Module) -> dict[nn.Module, str]:
     return names
 
 
+def _forward_with_hooks(model: nn.Module, x: torch.Tensor, hooks) -> torch.Tensor:
+    """`model(x)` with forward hooks, (module, hook) pairs, attached for that call only."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    try:
+        return model(x)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def _per_channel(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std of each channel (dim 1) over the batch and any spatial positions."""
     flat = t.detach().float().transpose(0, 1).reshape(t.shape[1], -1)
@@ -68,17 +78,10 @@ def batchnorm_stats(model: nn.Module, x: torch.Tensor) -> pd.DataFrame:
             seen.setdefault(module, {})[kind] = (inputs[0], output)
         return hook
 
-    handles = []
-    for bn, act in following.items():
-        handles.append(bn.register_forward_hook(keep(bn, "bn")))
-        if act is not None:
-            handles.append(act.register_forward_hook(keep(bn, "act")))
-    try:
-        model.eval()
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    hooks = [(bn, keep(bn, "bn")) for bn in following]
+    hooks += [(act, keep(bn, "act")) for bn, act in following.items() if act is not None]
+    model.eval()
+    _forward_with_hooks(model, x, hooks)
 
     rows = []
     for bn in following:
@@ -127,14 +130,9 @@ def dead_units(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
         active = (pre > 0).transpose(0, 1).reshape(pre.shape[1], -1).any(1)
         alive[names[module]] = active
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, ACTIVATION_MODULES) and m in names]
-    try:
-        model.eval()
-        model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    model.eval()
+    _forward_with_hooks(model, x, [(m, hook) for m in model.modules()
+                                   if isinstance(m, ACTIVATION_MODULES) and m in names])
     # One read per layer, after the forward pass: no device sync inside it.
     return {layer: 1.0 - active.float().mean().item() for layer, active in alive.items()}
 
@@ -161,11 +159,7 @@ def capture_forward(model: nn.Module, module: nn.Module, x: torch.Tensor):
     forward hook that is removed again. The captured tensor keeps its graph: it can be
     printed, plotted or differentiated like any other."""
     captured = []
-    handle = module.register_forward_hook(lambda _, __, out: captured.append(out))
-    try:
-        out = model(x)
-    finally:
-        handle.remove()
+    out = _forward_with_hooks(model, x, [(module, lambda _, __, out: captured.append(out))])
     return out, captured[0]
 
 

@@ -197,6 +197,23 @@ def is_done(results: Path, key: str) -> bool:
     return read_json(results / "runs" / key / "status.json").get("status") in DONE
 
 
+@contextlib.contextmanager
+def _new_run(results: Path, run: dict, force: bool):
+    """Hold `run`'s lock and yield a fresh temporary folder holding its params, or None when
+    the run is done already (and not forced). Another runner on the same results may hold
+    the run: this waits for it, and then the run is usually cached (or failed there, and is
+    retried here)."""
+    key = run["key"]
+    with _lock(results, key, wait=True):
+        if is_done(results, key) and not force:
+            yield None
+            return
+        tmp = results / "runs" / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        write(tmp, "params", run)
+        yield tmp
+
+
 def execute(run: dict, results: Path, data_root: Path, force: bool = False,
             experiments_dir: Path = paths.EXPERIMENTS_DIR, threads: int | None = None,
             threads_file: Path | None = None, kernel: "WarmKernel | None" = None) -> Outcome:
@@ -212,14 +229,9 @@ def execute(run: dict, results: Path, data_root: Path, force: bool = False,
     results, key = Path(results), run["key"]
     final = results / "runs" / key
     experiments = tuple(run["experiments"])
-    # Another runner on the same results may hold this run: wait for it, then the run is
-    # usually cached (or failed there, and is retried here).
-    with _lock(results, key, wait=True):
-        if is_done(results, key) and not force:
+    with _new_run(results, run, force) as tmp:
+        if tmp is None:
             return Outcome(key, "cached", experiments=experiments)
-        tmp = results / "runs" / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        write(tmp, "params", run)
         start = time.time()
         status = {"key": key, "started": _now(), "host": socket.gethostname(),
                   "versions": _versions(), "git_commit": _git_commit(),
@@ -292,12 +304,9 @@ def fail_unmet(run: dict, results: Path, problem: str, force: bool = False) -> O
     run it needed was finished when it ran, and its key still names that run."""
     results, key = Path(results), run["key"]
     experiments = tuple(run["experiments"])
-    with _lock(results, key, wait=True):
-        if is_done(results, key) and not force:
+    with _new_run(results, run, force) as tmp:
+        if tmp is None:
             return Outcome(key, "cached", experiments=experiments)
-        tmp = results / "runs" / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        write(tmp, "params", run)
         write(tmp, "status", {"key": key, "started": _now(), "finished": _now(), "seconds": 0.0,
                               "host": socket.gethostname(), "status": "failed",
                               "error": problem, "needs": run.get("needs") or []})
