@@ -644,7 +644,12 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
         from dask.distributed import Client, as_completed
 
         try:
-            client = Client(dask_address, timeout="10s")
+            try:
+                client = Client(dask_address, timeout="10s")
+            except AssertionError:
+                # distributed starts the client's event loop in a thread and asserts it is
+                # up within 10 s; on a busy machine it may not be: once more, then fail.
+                client = Client(dask_address, timeout="10s")
         except (OSError, ValueError, TimeoutError) as e:
             raise SchedulerUnreachable(
                 f"cannot reach a Dask scheduler at {dask_address!r} ({e}); give its address "
