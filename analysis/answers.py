@@ -23,23 +23,15 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from analysis import paths, plots, results
-from analysis.book import ANSWERS_FILE, QUESTION_IDS
+from analysis import course, paths, plots, results
+from analysis.course import QUESTION_IDS
+from analysis.paths import ANSWERS_FILE
 from analysis.plots import count, interval, num, pct, pts
 
 NOT_ANSWERED = "not answered yet"
 NO_RESULTS = "no results yet"
 ONE_SEED = "Not judged: one seed per setting"
 
-# The statements of the questions without an answer record yet (QUESTIONS.md,
-# paraphrased). An answered question's text is the `question:` of its record.
-PENDING_QUESTIONS: dict[str, str] = {}
-
-# The typical submission's verdicts (QUESTIONS.md), which the true/false chapter's summary
-# sets ours against.
-TYPICAL_VERDICTS = {"tf-01": True, "tf-02": True, "tf-03": False, "tf-04": True,
-                    "tf-05": False, "tf-06": False, "tf-07": True, "tf-08": True,
-                    "tf-09": False, "tf-10": True}
 
 
 @dataclass(frozen=True)
@@ -57,14 +49,6 @@ def records(path=None) -> dict[str, dict]:
     """The records of book/answers.yml (or `path`), by question id."""
     path = Path(path) if path is not None else paths.PROJECT_ROOT / ANSWERS_FILE
     return {r["id"]: r for r in yaml.safe_load(path.read_text(encoding="utf-8")) or []}
-
-
-def question(qid: str, record: dict | None = None) -> str:
-    """The question in one sentence: its record's `question:`, else the pending text."""
-    text = (record or {}).get("question") or PENDING_QUESTIONS.get(qid)
-    if not text:
-        raise KeyError(f"{ANSWERS_FILE}: answer {qid} has no `question:`")
-    return " ".join(text.split())
 
 
 def short(qid: str, record: dict, key: Key | None = None) -> str:
@@ -98,7 +82,7 @@ def callout(qid: str, key: Key | None = None, path=None, results_dir=None) -> st
 def opening(qid: str, key: Key | None = None, path=None, results_dir=None) -> str:
     """What opens a question's section: the question, quoted, and the answer callout
     (for a cell with `#| output: asis`)."""
-    quote = f"> *{question(qid, records(path).get(qid))}*\n\n"
+    quote = f"> *{course.question(qid)}*\n\n"
     return "\n" + quote + callout(qid, key, path, results_dir)
 
 
@@ -111,7 +95,7 @@ def glance(path=None, results_dir=None, keys=None) -> pd.DataFrame:
     for qid in QUESTION_IDS:
         record = found.get(qid)
         if record is None:
-            rows.append({"id": qid, "question": PENDING_QUESTIONS.get(qid, "–"),
+            rows.append({"id": qid, "question": course.question(qid),
                          "answer": NOT_ANSWERED,
                          "key number": "–", "section": "–"})
             continue
@@ -122,7 +106,7 @@ def glance(path=None, results_dir=None, keys=None) -> pd.DataFrame:
             answer = short(qid, record) if qid.startswith("tf-") or record.get("short") \
                 else NO_RESULTS
             number = NO_RESULTS
-        rows.append({"id": qid, "question": question(qid, record), "answer": answer,
+        rows.append({"id": qid, "question": course.question(qid), "answer": answer,
                      "key number": number, "section": f"@sec-{qid}"})
     return pd.DataFrame(rows)
 
@@ -136,12 +120,11 @@ def claims(path=None) -> pd.DataFrame:
     rows = []
     for qid in (q for q in QUESTION_IDS if q.startswith("tf-")):
         record = found.get(qid)
-        typical = "True" if TYPICAL_VERDICTS[qid] else "False"
+        typical = "True" if course.typical_verdicts()[qid] else "False"
         ours = short(qid, record) if record else NOT_ANSWERED
         differs = record is not None and ours != typical
         rows.append({"section": f"@sec-{qid}" if record else "–",
-                     "statement": (question(qid, record)
-                                   if record or qid in PENDING_QUESTIONS else "–"),
+                     "statement": course.question(qid),
                      "verdict": ours,
                      "why": " ".join(record["reason"].split()) if record else "–",
                      "typical submission": typical + (" (differs)" if differs else "")})
@@ -199,15 +182,13 @@ def best_cells(aug: pd.DataFrame) -> tuple[str, list[str]]:
                                         "cell"])
 
 
-CHANCE_BAND = 0.12  # best validation accuracy at most this: the run never beat chance (10%)
+CHANCE_BAND = results.CHANCE_BAND
 # Runs trained for fewer epochs (the smoke profile's one or two) decide no true/false
 # statement: their verdict is None, which the chapter accepts on the smoke profile only.
 MIN_EPOCHS_TO_JUDGE = 5
 
 
-def failed(runs: pd.DataFrame) -> pd.Series:
-    """Diverged (non-finite loss) or collapsed (finite loss, never above chance)."""
-    return (runs["status"] == "diverged") | (runs["best_val_acc"].fillna(0) <= CHANCE_BAND)
+failed = results.failed
 
 
 def good_rates(runs: pd.DataFrame) -> tuple[float, list[float]]:

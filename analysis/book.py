@@ -49,21 +49,12 @@ from urllib.parse import unquote
 
 import yaml
 
-from analysis.paths import DATA_ENV, PROFILE_ENV, PROJECT_ROOT, RESULTS_ENV
-
-# The question ids of docs/QUESTIONS.md, in the order the course asks them.
-QUESTION_IDS = (
-    *(f"tf-{n:02d}" for n in range(1, 11)),
-    "lab1-a", "lab1-b", "lab1-c", "lab1-d", "lab1-g", "lab1-h",
-    "lab2-a", "lab2-b-bn", "lab2-b-lr", "lab2-b-swish",
-    "lab2-c-lr", "lab2-c-l2", "lab2-c-l1",
-    "lab3",
-)
+from analysis.course import QUESTION_IDS
+from analysis.paths import ANSWERS_FILE, DATA_ENV, PLAN_FILE, PROFILE_ENV, PROJECT_ROOT, RESULTS_ENV
+from analysis.plots import COLUMN_INCHES
 
 CONFIG_FILE = "_quarto.yml"
 HOME_PAGE = "index.qmd"
-ANSWERS_FILE = "book/answers.yml"
-PLAN_FILE = "experiments/plan.yaml"
 
 CHAPTER_SUFFIXES = (".qmd", ".md", ".ipynb")
 CROSSREF_PREFIXES = ("fig", "tbl", "sec", "eq")
@@ -75,12 +66,6 @@ KERNEL_STARTUP_S = 120
 # defaults of `figure_setup`).
 KERNEL_SETUP = "%matplotlib inline"
 
-# The width of the text column, in inches: the one rule every figure follows. The
-# typst PDF (A4, 2 cm side margins in `_quarto.yml`) has 6.7 in; the HTML body column
-# of Quarto's default book layout is about 800 px, 8.3 in at 96 px per inch. A figure
-# at most 6.5 in wide fits both at its natural size, so its fonts stay as drawn.
-# `_quarto.yml` sets `fig-width` to it, and `dlbook check` measures every figure.
-COLUMN_INCHES = 6.5
 FIGURE_DPI = 96  # Quarto's HTML default `fig-dpi`, and the checker's when _quarto.yml has none
 FIGURE_TOLERANCE_INCHES = 0.05  # bbox_inches="tight" rounds to whole pixels
 # The bibliography Quarto reads, and the entry keys in it: `@article{he2016deep,`.
@@ -898,7 +883,7 @@ def check_figure_defaults(book: Book) -> list[Problem]:
         if isinstance(width, (int, float)) and width > COLUMN_INCHES + FIGURE_TOLERANCE_INCHES:
             problems.append(Problem(CONFIG_FILE, _line_of(config_text, "fig-width"),
                                     f"{where}fig-width {width} is wider than the "
-                                    f"{COLUMN_INCHES} in text column (book.COLUMN_INCHES)"))
+                                    f"{COLUMN_INCHES} in text column (plots.COLUMN_INCHES)"))
     return problems
 
 

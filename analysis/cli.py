@@ -4,8 +4,7 @@ import os
 import sys
 
 from analysis.paths import JOBS_ENV
-
-PROFILES = ("smoke", "cpu", "full", "auto")
+from analysis.plan import PROFILES
 
 
 def _version() -> str:
@@ -45,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp):
-        sp.add_argument("--profile", choices=PROFILES, default=None,
+        sp.add_argument("--profile", choices=(*PROFILES, "auto"), default=None,
                         help="smoke (minutes, tiny data), cpu (real data, <=45 min on 2 cores), "
                         "full (reference protocols, 3 seeds, one GPU), auto (full with CUDA, "
                         "else cpu). Default: $DLBOOK_PROFILE or auto.")
@@ -94,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--results", metavar="DIR", default=None,
                     help="results folder the chapters read "
                     "(default: $DLBOOK_RESULTS or ./results)")
-    sp.add_argument("--profile", choices=PROFILES, default=None,
+    sp.add_argument("--profile", choices=(*PROFILES, "auto"), default=None,
                     help="profile whose results the chapters read "
                     "(default: $DLBOOK_PROFILE or auto)")
     sp.add_argument("--data-dir", metavar="DIR", default=None,

@@ -14,8 +14,11 @@ JOBS_ENV = "DLBOOK_JOBS"
 CACHE_ENV = "DLBOOK_CACHE"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The project's files, relative to its root (the checker also reads other roots' copies).
+PLAN_FILE = "experiments/plan.yaml"
+ANSWERS_FILE = "book/answers.yml"
+COURSE_FILE = "book/course.yml"
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
-PLAN_FILE = EXPERIMENTS_DIR / "plan.yaml"
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:

@@ -84,7 +84,7 @@ def resolve_profile(name: str | None = None) -> str:
     return name
 
 
-def load(path: Path = paths.PLAN_FILE) -> dict:
+def load(path: Path = paths.PROJECT_ROOT / paths.PLAN_FILE) -> dict:
     """Parse and validate the plan; raise PlanError naming the entry and key."""
     try:
         plan = yaml.safe_load(Path(path).read_text())

@@ -12,9 +12,14 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown
 
-from analysis.book import COLUMN_INCHES
-
 sns.set_theme(style="whitegrid", context="notebook")
+
+# The width of the text column, in inches: the one rule every figure follows. The
+# typst PDF (A4, 2 cm side margins in `_quarto.yml`) has 6.7 in; the HTML body column
+# of Quarto's default book layout is about 800 px, 8.3 in at 96 px per inch. A figure
+# at most 6.5 in wide fits both at its natural size, so its fonts stay as drawn.
+# `_quarto.yml` sets `fig-width` to it, and `dlbook check` measures every figure.
+COLUMN_INCHES = 6.5
 
 METRIC_LABELS = {"loss": "cross-entropy loss", "acc": "accuracy (%)"}
 

@@ -27,6 +27,23 @@ EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "cle
                  "clean_train_acc", "lr", "update_ratio", "seconds"]
 
 
+# A run whose best validation accuracy is at most this never beat chance (10% on ten
+# classes): it collapsed, even where its loss stayed finite.
+CHANCE_BAND = 0.12
+
+
+def collapsed(best_val_acc) -> bool:
+    """A run that trained and never beat chance (`best_val_acc` None or NaN: it trained no
+    epoch, which is not a collapse)."""
+    return best_val_acc is not None and not pd.isna(best_val_acc) \
+        and best_val_acc <= CHANCE_BAND
+
+
+def failed(runs: pd.DataFrame) -> pd.Series:
+    """Per run: diverged (non-finite loss) or collapsed (finite loss, never above chance)."""
+    return (runs["status"] == "diverged") | runs["best_val_acc"].map(collapsed)
+
+
 class ResultsMissing(LookupError):
     """The results the book asks for do not exist yet."""
 

@@ -5,12 +5,11 @@ import textwrap
 
 import pytest
 
-from analysis import answers, book, paths, plots, results
+from analysis import answers, course, paths, plots, results
 from analysis.answers import Key
 
 TINY_ANSWERS = """
     - id: lab1-a
-      question: How do you   sanity-check the model?
       short: Initial loss near ln 10
       answer: >-
         Check the initial loss
@@ -18,12 +17,10 @@ TINY_ANSWERS = """
       experiments: [lenet-init]
       evidence: []
     - id: lab2-b-swish
-      question: Does Swish do better?
       answer: Swish is smooth.
       experiments: [lenet-swish]
       evidence: []
     - id: tf-08
-      question: About 9x speedup.
       verdict: false
       reason: Under 9 MACs, less time
       answer: The MAC ratio is below 9.
@@ -50,9 +47,9 @@ def tiny(tmp_path):
 
 def test_glance_lists_every_question_answered_or_not(tiny):
     table = answers.glance(tiny, keys=TINY_KEYS).set_index("id")
-    assert list(table.index) == list(book.QUESTION_IDS)
+    assert list(table.index) == list(course.QUESTION_IDS)
     assert table.loc["lab1-a"].to_dict() == {
-        "question": "How do you sanity-check the model?", "answer": "Initial loss near ln 10",
+        "question": course.question("lab1-a"), "answer": "Initial loss near ln 10",
         "key number": "initial loss 2.304", "section": "@sec-lab1-a"}
     # A short answer that depends on the results comes from the key; a verdict from the
     # record, even when the runs are missing.
@@ -62,13 +59,13 @@ def test_glance_lists_every_question_answered_or_not(tiny):
     pending = table.drop(index=["lab1-a", "lab2-b-swish", "tf-08"])
     assert set(pending["answer"]) == {answers.NOT_ANSWERED}
     assert set(pending["section"]) == {"–"} and set(pending["key number"]) == {"–"}
-    assert set(pending["question"]) == {"–"}  # every question has a record in the book now
+    assert (pending["question"] != "–").all()  # the course's text, answered or not
 
 
 def test_glance_table_links_sections_and_escapes_the_rest(tiny):
     text = plots.table(answers.glance(tiny, keys=TINY_KEYS), markdown=["section"]).data
     lines = text.splitlines()
-    assert len(lines) == 2 + len(book.QUESTION_IDS)
+    assert len(lines) == 2 + len(course.QUESTION_IDS)
     row = next(line for line in lines if line.startswith("| lab1-a"))
     assert "| @sec-lab1-a" in row  # a cross-reference Quarto turns into a link
     assert "\\@sec" not in text and "@sec-tf-01" not in text  # no section, no link
@@ -82,7 +79,7 @@ def test_claims_sets_our_verdicts_against_the_typical_submission(tiny):
     assert len(table) == 10  # every statement, answered or not
     # tf-08: ours False, the typical submission's True: marked.
     assert table.loc["@sec-tf-08"].to_dict() == {
-        "statement": "About 9x speedup.", "verdict": "False", "why": "Under 9 MACs, less time",
+        "statement": course.question("tf-08"), "verdict": "False", "why": "Under 9 MACs, less time",
         "typical submission": "True (differs)"}
     pending = table.loc["–"]
     assert set(pending["verdict"]) == {answers.NOT_ANSWERED} and len(pending) == 9
@@ -91,13 +88,11 @@ def test_claims_sets_our_verdicts_against_the_typical_submission(tiny):
 
 def test_every_question_has_its_text_and_every_answer_a_key_function():
     records = answers.records()
-    for qid in book.QUESTION_IDS:
-        assert answers.question(qid, records.get(qid))
+    for qid in course.QUESTION_IDS:
+        assert course.question(qid) and course.title(qid)
     assert set(records) <= set(answers.KEYS)
-    # An answered question's text lives in its record only.
-    assert not set(records) & set(answers.PENDING_QUESTIONS)
-    for qid, record in records.items():
-        assert record.get("question"), f"{qid} has no question: in book/answers.yml"
+    # The question's text lives in the course file only.
+    assert not any("question" in record for record in records.values())
 
 
 def test_callout_renders_the_answer_as_a_quarto_callout(tiny):
@@ -114,7 +109,7 @@ def test_callout_renders_the_answer_as_a_quarto_callout(tiny):
 def test_opening_quotes_the_question_before_the_callout(tiny):
     text = answers.opening("lab2-b-swish", Key("Swish - ReLU 0.1 points", "Not measurably"),
                            path=tiny)
-    assert text.startswith("\n> *Does Swish do better?*\n\n::: {.callout-note")
+    assert text.startswith(f"\n> *{course.question('lab2-b-swish')}*\n\n::: {{.callout-note")
     assert "**Not measurably.** Swish is smooth." in text
 
 

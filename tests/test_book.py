@@ -474,7 +474,7 @@ def test_default_figure_width_wider_than_the_column_is_reported(tmp_path):
     line = line_of(root, "_quarto.yml", "fig-width")
     assert static_problems(root) == [
         f"_quarto.yml:{line}: fig-width 8 is wider than the {book.COLUMN_INCHES} in text column "
-        "(book.COLUMN_INCHES)"]
+        "(plots.COLUMN_INCHES)"]
 
 
 # --- What executed cells show, judged without a kernel: outputs planted by hand.
