@@ -1,7 +1,8 @@
 """The models the book trains or analyses.
 
 - `LeNet5`: the course's LeNet-5 (62,006 parameters) with the options the
-  questions vary: activation, batch norm, dropout, weight init.
+  questions vary: activation, batch norm (optionally "noisy", with `ShiftingNoise`
+  after it), dropout, weight init.
 - `ResNet20`: He et al. (2016) CIFAR ResNet-20 (3 stages x 3 basic blocks,
   16/32/64 channels, parameter-free "option A" shortcuts), its plain twin
   (`shortcuts=False`), and a depthwise-separable variant (`separable=True`).
@@ -34,20 +35,45 @@ def make_activation(name: str) -> nn.Module:
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
 
 
+class ShiftingNoise(nn.Module):
+    """Santurkar et al.'s (2018) "noisy batch norm", the part after the BN layer: while
+    training, every channel is scaled by a ~ U(1, 1 + strength) and shifted by
+    b ~ U(-strength, strength), drawn afresh at every step, so that the next layer's input
+    distribution moves from step to step (internal covariate shift put back) however well
+    batch norm normalised it. In eval mode it does nothing."""
+
+    def __init__(self, strength: float):
+        super().__init__()
+        self.strength = strength
+
+    def forward(self, x):
+        if not self.training or self.strength == 0:
+            return x
+        shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
+        scale = 1 + self.strength * torch.rand(shape, device=x.device, dtype=x.dtype)
+        shift = self.strength * (2 * torch.rand(shape, device=x.device, dtype=x.dtype) - 1)
+        return x * scale + shift
+
+
 class LeNet5(nn.Module):
     """conv 3->6 5x5, act, pool 2; conv 6->16 5x5, act, pool 2; fc 400-120-84-10.
 
     With `batch_norm`, a BN layer follows every conv/fc except the last (before
-    the activation). With `dropout > 0`, dropout follows the two hidden fc layers.
+    the activation), and with `bn_noise > 0` a `ShiftingNoise` follows each BN layer.
+    With `dropout > 0`, dropout follows the two hidden fc layers.
     """
 
-    def __init__(self, activation="relu", batch_norm=False, dropout=0.0, init="default"):
+    def __init__(self, activation="relu", batch_norm=False, dropout=0.0, init="default",
+                 bn_noise=0.0):
         super().__init__()
+        if bn_noise and not batch_norm:
+            raise ValueError("bn_noise needs batch_norm=True: the noise follows each BN layer")
 
         def norm(n, dims):
             if not batch_norm:
                 return nn.Identity()
-            return nn.BatchNorm2d(n) if dims == 2 else nn.BatchNorm1d(n)
+            bn = nn.BatchNorm2d(n) if dims == 2 else nn.BatchNorm1d(n)
+            return nn.Sequential(bn, ShiftingNoise(bn_noise)) if bn_noise else bn
 
         act = lambda: make_activation(activation)  # noqa: E731
         self.features = nn.Sequential(
@@ -155,7 +181,8 @@ MODELS = ("lenet5", "resnet20", "plain20", "resnet56", "plain56", "resnet20_sepa
 
 
 def build_model(name: str, **options) -> nn.Module:
-    """Build a model by name. LeNet-5 options: activation, batch_norm, dropout, init."""
+    """Build a model by name. LeNet-5 options: activation, batch_norm, dropout, init,
+    bn_noise."""
     if name == "lenet5":
         return LeNet5(**options)
     # CIFAR ResNets have 6n + 2 layers: n = 3 blocks per stage for 20, 9 for 56 (Li et al.

@@ -389,11 +389,12 @@ def _validate_params(notebook: str, params: dict, where: str, declared: dict) ->
 
 # ---------------------------------------------------------------- expansion
 
-def _split_override(override: dict) -> tuple[dict, dict | None, list | None]:
+def _split_override(override: dict) -> tuple[dict, dict | None, list | None, list | None]:
     override = dict(override or {})
     grid = override.pop("grid", None)
     seeds = override.pop("seeds", None)
-    return override, grid, seeds
+    cases = override.pop("cases", None)
+    return override, grid, seeds, cases
 
 
 def _expand_experiment(plan: dict, name: str, profile: str,
@@ -404,17 +405,18 @@ def _expand_experiment(plan: dict, name: str, profile: str,
     params = {k: v for k, v in notebook_parameters(experiments_dir / exp["notebook"]).items()
               if k not in RUNNER_PARAMS}
     params.update(protocol.get("params") or {})
-    proto_over, _, proto_seeds = _split_override((protocol.get("profiles") or {}).get(profile))
+    proto_over, _, proto_seeds, _ = _split_override((protocol.get("profiles") or {}).get(profile))
     params.update(proto_over)
     params.update(exp.get("params") or {})
-    exp_over, grid, seeds = _split_override((exp.get("profiles") or {}).get(profile))
+    exp_over, grid, seeds, profile_cases = _split_override(
+        (exp.get("profiles") or {}).get(profile))
     params.update(exp_over)
     grid = grid if grid is not None else (exp.get("grid") or {})
     seeds = seeds or exp.get("seeds") or proto_seeds or plan["profiles"][profile]["seeds"]
     for axis, values in grid.items():
         if not isinstance(values, list) or not values:
             raise PlanError(f"experiments.{name}.grid.{axis}: expected a non-empty list")
-    cases = exp.get("cases") or [{}]
+    cases = profile_cases or exp.get("cases") or [{}]
     if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
         raise PlanError(f"experiments.{name}.cases: expected a list of parameter mappings")
     runs = []

@@ -5,12 +5,15 @@ so chapters stay one call per figure and tests can check what was drawn.
 """
 import math
 import re
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown
+
+from analysis.results import Verdict
 
 sns.set_theme(style="whitegrid", context="notebook")
 
@@ -192,6 +195,94 @@ def image_grid(images, titles: list[str], columns: int = 8, size: float = 0.78):
     return fig
 
 
+def strip_against(values: pd.Series, reference: float, name: str, xlabel: str):
+    """One dot per run along a line, with a dashed reference value (e.g. ln 10)."""
+    fig, ax = plt.subplots(figsize=(6, 2.2))
+    sns.stripplot(x=values, ax=ax, size=9, color="C0", jitter=False)
+    ax.axvline(reference, ls="--", color="k")
+    ax.text(reference, -0.42, f" {name}", ha="left", va="bottom")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+    ax.xaxis.set_major_formatter("{x:.3f}")
+    ax.set_xlabel(xlabel)
+    return fig
+
+
+def class_samples(cifar, per_class: int = 8, seed: int = 0):
+    """`per_class` random training images of every class, one row per class."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    fig, axes = plt.subplots(len(cifar.classes), per_class, figsize=(6.3, 8.3))
+    for c, name in enumerate(cifar.classes):
+        idx = torch.nonzero(cifar.train_y == c).flatten()
+        pick = idx[torch.randperm(len(idx), generator=gen)[:per_class]]
+        for ax, i in zip(axes[c], pick, strict=False):
+            ax.imshow(cifar.train_x[i].permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[c][0].set_ylabel(name, rotation=0, ha="right", va="center")
+    fig.tight_layout(pad=0.2)
+    return fig
+
+
+def mistakes(pred: pd.DataFrame, cifar, n: int = 24):
+    """The `n` test images a network got wrong with the highest confidence: predicted class
+    and its probability, and the true class."""
+    wrong = pred[pred["label"] != pred["predicted"]].sort_values("confidence", ascending=False)
+    wrong = wrong.head(n)
+    titles = [f"{cifar.classes[r.predicted]} {100 * r.confidence:.0f}%\n"
+              f"(is {cifar.classes[r.label]})" for r in wrong.itertuples()]
+    return image_grid(cifar.test_x[wrong["index"].to_numpy()], titles)
+
+
+def channel_stats(found) -> pd.DataFrame:
+    """Lab 1's normalisation finding as a table: per channel, mean and std before and after."""
+    return pd.DataFrame({"channel": ["red", "green", "blue"], "mean": found.mean,
+                         "std": found.std, "mean after": found.mean_after,
+                         "std after": found.std_after}).round(4)
+
+
+def memory(total: float | None, peak: float | None) -> str:
+    """A run's accelerator memory in words (plain text, for an inline value)."""
+    if total is None:
+        return "nothing to record, since they ran on the CPU"
+    return (f"{total / 2**30:.0f} GiB in total, at most {peak / 2**20:,.0f} MiB allocated by a "
+            "run (the whole dataset as uint8 tensors plus the model, its gradients and a "
+            "batch's activations)")
+
+
+def run_summary(runs: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per seed of a single setting: final and best validation accuracy, the best
+    epoch and the epoch of least validation loss, test accuracy of the best and the last
+    checkpoint (%), wall seconds."""
+    best = metrics.loc[metrics.groupby("seed")["val_acc"].idxmax(), ["seed", "epoch"]]
+    least = metrics.loc[metrics.groupby("seed")["val_loss"].idxmin(), ["seed", "epoch"]]
+    out = (runs[["seed", "final_val_acc", "best_val_acc", "test_best_acc", "test_final_acc",
+                 "seconds"]]
+           .merge(best.rename(columns={"epoch": "best_epoch"}), on="seed")
+           .merge(least.rename(columns={"epoch": "min_val_loss_epoch"}), on="seed"))
+    out = percent(out).round({"wall seconds": 0})
+    return out
+
+
+def against(diffs: dict, column: str, accuracy: dict, initial_loss: dict | None = None,
+            reference: str = "default") -> pd.DataFrame:
+    """Settings against a reference setting: mean final accuracy (%), and each setting's
+    difference to the reference (points, with its 95% CI); the reference shows a dash."""
+    rows = []
+    for name in [reference, *diffs]:
+        d = diffs.get(name)
+        row = {column: name}
+        if initial_loss is not None:
+            row["initial loss"] = round(initial_loss[name], 3)
+        row["final val acc"] = round(100 * accuracy[name], 1)
+        row["difference (points)"] = np.nan if d is None else round(100 * d.diff, 1) + 0.0
+        row["95% CI"] = "–" if d is None or d.verdict is Verdict.UNJUDGED else \
+            f"{100 * d.low:.1f} to {100 * d.high:.1f}"
+        rows.append(row)
+    return readable(pd.DataFrame(rows))
+
+
 def filters(weight, size: float = 0.9):
     """First-layer convolution filters (out, 3, k, k) as colour images, each rescaled to
     its own range: the pattern a filter responds to most."""
@@ -210,7 +301,7 @@ def filters(weight, size: float = 0.9):
 
 # Readable names for the columns the book's tables show.
 COLUMN_NAMES = {
-    "best_val_acc": "best val acc", "best_epoch": "best epoch", "val_acc": "val acc",
+    "final_val_acc": "final val acc", "best_val_acc": "best val acc", "best_epoch": "best epoch", "val_acc": "val acc",
     "clean_train_acc": "train acc", "train_acc": "train acc", "gap": "gap (points)",
     "test_best_acc": "test acc (best ckpt)",
     "test_final_acc": "test acc (last epoch)", "crop_padding": "crop padding",
@@ -219,6 +310,7 @@ COLUMN_NAMES = {
     "ci_high": "95% CI high", "min_val_loss_epoch": "min val loss epoch",
     "diverged_at_epoch": "diverged at epoch", "diverged_at_step": "diverged at step",
     "diff": "difference (points)", "total_s": "total seconds", "longest_s": "longest run (s)",
+    "seconds": "wall seconds",
     **{k: v for k, v in PARAMETER_NAMES.items() if k not in ("flip_p",)},
 }
 ACCURACY_COLUMNS = ("acc", "gap", "mean", "ci_low", "ci_high", "diff")
@@ -324,21 +416,44 @@ def pts(x: float, digits: int = 1) -> str:
     return f"{value:.{digits}f} {unit}"
 
 
-def interval(d: dict) -> str:
-    """A `results.difference` for prose: '1.2 points (95% CI 0.3 to 2.1)', or with one seed
-    '1.2 points (one seed: not judged)'."""
-    if d["verdict"] == "unjudged":
-        return f"{pts(d['diff'])} (one seed: not judged)"
-    low, high = (round(100 * d[k], 1) + 0.0 for k in ("low", "high"))
-    return f"{pts(d['diff'])} (95% CI {low:.1f} to {high:.1f})"
+def interval(d, unit=pts) -> str:
+    """A `results.Difference` for prose: '1.2 points (95% CI 0.3 to 2.1)'; without an
+    interval, '1.2 points (not judged)'. `unit` formats each of the three numbers (`pts` for
+    accuracies, `num` for counts and other plain numbers)."""
+    if d.verdict is Verdict.UNJUDGED:
+        return f"{unit(d.diff)} (not judged)"
+    if unit is pts:  # 'points' once, after the value: '1.2 points (95% CI 0.3 to 2.1)'
+        low, high = (round(100 * v, 1) + 0.0 for v in (d.low, d.high))
+        return f"{pts(d.diff)} (95% CI {low:.1f} to {high:.1f})"
+    return f"{unit(d.diff)} (95% CI {unit(d.low)} to {unit(d.high)})"
 
 
-def size(d: dict) -> str:
+def judged(d, unit=pts, margin: float | None = None) -> str:
+    """`interval` with its verdict: '3.2 points (95% CI 2.1 to 4.3), beyond noise'; 'within
+    noise' where the interval contains zero, and with a `margin`, whether the whole interval
+    lies inside it (equivalent) or not (inconclusive); no verdict without an interval."""
+    if d.verdict is Verdict.UNJUDGED:
+        return interval(d, unit)
+    if d.verdict is not Verdict.WITHIN:
+        return f"{interval(d, unit)}, beyond noise"
+    if margin is None:
+        return f"{interval(d, unit)}, within noise"
+    if d.equivalent(margin):
+        return f"{interval(d, unit)}, within ±{unit(margin)}: equivalent"
+    return f"{interval(d, unit)}, within noise but wider than ±{unit(margin)}: inconclusive"
+
+
+def size(d, unit=pts) -> str:
     """The same difference as a size, for prose that already says which way it goes
     ("lowers it by ..."): '4.1 points (95% CI 0.3 to 7.8)'."""
-    if d["diff"] >= 0:
-        return interval(d)
-    return interval({**d, "diff": -d["diff"], "low": -d["high"], "high": -d["low"]})
+    if d.diff >= 0:
+        return interval(d, unit)
+    return interval(replace(d, diff=-d.diff, low=-d.high, high=-d.low), unit)
+
+
+def times(x: float, decimals: int = 1) -> str:
+    """1.956 -> '2.0×'."""
+    return f"{x:,.{decimals}f}×"
 
 
 def count(n: int, noun: str) -> str:

@@ -11,9 +11,12 @@ Layout under the results folder (see analysis.paths.results_dir):
 
 Chapters call `runs(...)` and `table(...)`; the profile comes from $DLBOOK_PROFILE.
 """
+import dataclasses
+import enum
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +24,7 @@ import pandas as pd
 from analysis import paths
 
 DONE = ("finished", "diverged")
+NOISE_LEVEL = 0.95  # the confidence level of every interval in the book
 # Columns `runs` takes from each run's status.json: facts about the run, not parameters.
 STATUS_COLUMNS = ("device", "host", "seconds", "error", "data_official")
 EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "clean_train_loss",
@@ -161,7 +165,8 @@ def _matching(experiment, question, profile, results) -> list[dict]:
 def runs(experiment: str | None = None, question: str | None = None,
          profile: str | None = None, results=None, include_missing: bool = False) -> pd.DataFrame:
     """One row per run the plan needs: key, status, parameters, and the run's summary numbers
-    (flattened: test.best.acc -> test_best_acc).
+    (flattened: test.best.acc -> test_best_acc); a training run also gets `final_val_acc`
+    (`final_accuracy`), the accuracy the book compares settings by.
 
     Every planned run must be finished or diverged, else ResultsMissing says which are not
     and how to run them: a figure or mean silently drawn from part of a sweep would answer
@@ -180,6 +185,8 @@ def runs(experiment: str | None = None, question: str | None = None,
         # status is written before the later cells ran, so it must not override it.
         row.update(_flatten({k: v for k, v in summary.items()
                              if k not in ("status", "device", "seconds", "config")}))
+        if "best_val_acc" in row:
+            row["final_val_acc"] = final_accuracy(folder / "metrics.csv", row["status"])
         rows.append(row)
     frame = pd.DataFrame(rows)
     if not include_missing:
@@ -194,6 +201,21 @@ def runs(experiment: str | None = None, question: str | None = None,
                 f"finished ({counts}): run `dlbook run --profile {profile} --only {what}{where}` "
                 f"(`dlbook status` lists them; a failed run's error is in its status.json)")
     return frame
+
+
+# The book's main accuracy: validation accuracy averaged over a run's last epochs, not the
+# maximum over noisy epochs (which picks the luckiest epoch, and more so the more epochs
+# there are). Best-epoch numbers remain where a checkpoint is really selected by it.
+FINAL_EPOCHS = 3
+
+
+def final_accuracy(metrics_csv: Path, status: str) -> float:
+    """Mean validation accuracy of a run's last FINAL_EPOCHS epochs (all of them if it has
+    fewer); NaN for a run that diverged or completed no epoch."""
+    if status != "finished" or not Path(metrics_csv).exists():
+        return math.nan
+    val = pd.read_csv(metrics_csv, usecols=["epoch", "val_acc"]).sort_values("epoch")["val_acc"]
+    return float(val.tail(FINAL_EPOCHS).mean()) if len(val) else math.nan
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -280,79 +302,148 @@ def run_times(profile: str | None = None, results=None) -> pd.DataFrame:
             .round({"total_s": 0, "longest_s": 0}).reset_index())
 
 
-def mean_ci(df: pd.DataFrame, by: str | list[str], value: str, level: float = 0.95) -> pd.DataFrame:
-    """Mean of `value` per group with a Student-t confidence interval over runs (seeds).
-
-    One run per group gives a NaN interval: a single run carries no estimate of its noise.
-    """
+def _t(level: float, dof: float) -> float:
     from scipy import stats
 
+    return float(stats.t.ppf(0.5 + level / 2, dof))
+
+
+def mean_ci(df: pd.DataFrame, by: str | list[str], value: str, level: float = NOISE_LEVEL,
+            bounded: bool = False) -> pd.DataFrame:
+    """Mean of `value` per group with a Student-t confidence interval over runs (seeds).
+
+    `bounded=True` is for values in [0, 1] (accuracies, shares): the interval is computed on
+    the logit scale and mapped back, so it stays inside 0-100% however few the runs (a
+    plain t-interval around 95% from three runs can reach past 100%). One run per group
+    gives a NaN interval: a single run carries no estimate of its noise.
+    """
     def one(s: pd.Series) -> pd.Series:
-        s = s.dropna()
+        s = s.dropna().astype(float)
         n, mean = len(s), s.mean()
-        half = (stats.t.ppf(0.5 + level / 2, n - 1) * s.std(ddof=1) / math.sqrt(n)) if n > 1 \
-            else float("nan")
-        return pd.Series({"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n})
+        if n < 2:
+            return pd.Series({"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": n})
+        if bounded:
+            z = _logit(s)
+            half = _t(level, n - 1) * z.std(ddof=1) / math.sqrt(n)
+            low, high = _expit(z.mean() - half), _expit(z.mean() + half)
+            low, high = min(low, mean), max(high, mean)
+        else:
+            half = _t(level, n - 1) * s.std(ddof=1) / math.sqrt(n)
+            low, high = mean - half, mean + half
+        return pd.Series({"mean": mean, "ci_low": low, "ci_high": high, "n": n})
 
     return df.groupby(by)[value].apply(one).unstack().reset_index()
 
 
+def _logit(p: pd.Series) -> pd.Series:
+    eps = 1e-4  # an accuracy of exactly 0 or 1 stays finite on the logit scale
+    p = p.clip(eps, 1 - eps)
+    return (p / (1 - p)).map(math.log)
+
+
+def _expit(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+class Verdict(str, enum.Enum):
+    """How a difference between two settings stands against the noise over seeds."""
+
+    HIGHER = "higher"         # the whole interval lies above zero
+    LOWER = "lower"           # the whole interval lies below zero
+    WITHIN = "within noise"   # the interval contains zero: inconclusive, never "equal"
+    UNJUDGED = "unjudged"     # too few runs, or no spread at all, for an interval
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Difference:
+    """`value` at one setting minus at another, over seeds: the mean difference, its
+    confidence interval, how many pairs (or runs) it rests on and the verdict."""
+
+    diff: float
+    low: float
+    high: float
+    n: int
+    paired: bool
+    verdict: Verdict
+
+    def equivalent(self, margin: float) -> bool:
+        """The whole interval lies within +-margin: no difference larger than the margin
+        (an equivalence test at the same level; "within noise" alone is no such claim)."""
+        return self.verdict is not Verdict.UNJUDGED and -margin <= self.low \
+            and self.high <= margin
+
+
+def phrase(d: Difference, *, higher: str, lower: str, within: str, unjudged: str) -> str:
+    """The words for `d`'s verdict: the one place prose is chosen by a verdict."""
+    return {Verdict.HIGHER: higher, Verdict.LOWER: lower, Verdict.WITHIN: within,
+            Verdict.UNJUDGED: unjudged}[d.verdict]
+
+
 # How every chapter judges a difference; each states it once (NOISE_METHOD).
-NOISE_LEVEL = 0.95
 NOISE_METHOD = (
     "A difference between two settings is the mean over seeds of their per-seed differences "
     "(two runs that share a seed share their data order and, where shapes allow, their "
     "initial weights, so pairing them cancels what the seed alone decides), with a 95% "
     "Student-t confidence interval over those paired differences. A difference whose "
-    "interval contains zero is called within noise; with a single seed no interval exists "
-    "and nothing is judged.")
+    "interval contains zero is within noise: inconclusive, which is not the same as equal; "
+    "where the text says two settings are equivalent, the whole interval lies inside a "
+    "margin it names. With a single seed, or runs that do not vary at all, no interval "
+    "exists and nothing is judged.")
 
 
 def difference(df: pd.DataFrame, column: str, a, b, value: str, pair: str = "seed",
-               level: float = NOISE_LEVEL) -> dict:
-    """`value` at `column == a` minus at `column == b`: mean, confidence interval and verdict.
+               level: float = NOISE_LEVEL) -> Difference:
+    """`value` at `column == a` minus at `column == b`, judged against the noise over seeds.
 
     Runs that share a `pair` value (the seed) are paired and the interval is a Student-t
     interval over the per-pair differences; without shared seeds it falls back to Welch's
-    interval for two independent samples. Returns {diff, low, high, n, paired, verdict},
-    verdict one of "higher" (a > b beyond noise), "lower", "within noise" (the interval
-    contains 0) or "unjudged" (too few runs for an interval). Runs whose value is missing
-    (a diverged run's accuracy) are left out.
+    interval for two independent samples. Too few runs, or differences without any spread
+    (every pair differs by exactly the same, as counts of zero events do), give an
+    unjudged verdict: there is no noise to judge against. Runs whose value is missing (a
+    diverged run's accuracy) are left out.
     """
-    from scipy import stats
-
     runs = df.dropna(subset=[value])
-    ra = runs[runs[column] == a].set_index(pair)[value]
-    rb = runs[runs[column] == b].set_index(pair)[value]
+    ra = runs[runs[column] == a].set_index(pair)[value].astype(float)
+    rb = runs[runs[column] == b].set_index(pair)[value].astype(float)
     shared = ra.index.intersection(rb.index)
     if len(shared) >= 2:
-        d = (ra.loc[shared] - rb.loc[shared]).astype(float)
-        n, diff = len(d), d.mean()
-        half = stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n)
+        d = ra.loc[shared] - rb.loc[shared]
+        n, diff, spread = len(d), float(d.mean()), float(d.std(ddof=1))
+        half = _t(level, n - 1) * spread / math.sqrt(n)
         paired = True
     elif len(ra) >= 2 and len(rb) >= 2:
-        n, diff = min(len(ra), len(rb)), ra.mean() - rb.mean()
+        n, diff = min(len(ra), len(rb)), float(ra.mean() - rb.mean())
         va, vb = ra.var(ddof=1) / len(ra), rb.var(ddof=1) / len(rb)
+        spread = math.sqrt(va + vb)
         dof = (va + vb) ** 2 / (va ** 2 / (len(ra) - 1) + vb ** 2 / (len(rb) - 1)) \
             if va + vb > 0 else 1
-        half = stats.t.ppf(0.5 + level / 2, dof) * math.sqrt(va + vb)
+        half = _t(level, dof) * spread
         paired = False
     else:
-        diff = ra.mean() - rb.mean() if len(ra) and len(rb) else float("nan")
-        return {"diff": diff, "low": float("nan"), "high": float("nan"),
-                "n": min(len(ra), len(rb)), "paired": False, "verdict": "unjudged"}
+        diff = float(ra.mean() - rb.mean()) if len(ra) and len(rb) else math.nan
+        return Difference(diff, math.nan, math.nan, min(len(ra), len(rb)), False,
+                          Verdict.UNJUDGED)
+    if spread == 0:
+        return Difference(diff, math.nan, math.nan, int(n), paired, Verdict.UNJUDGED)
     low, high = diff - half, diff + half
-    verdict = "higher" if low > 0 else "lower" if high < 0 else "within noise"
-    return {"diff": float(diff), "low": float(low), "high": float(high), "n": int(n),
-            "paired": paired, "verdict": verdict}
+    verdict = Verdict.HIGHER if low > 0 else Verdict.LOWER if high < 0 else Verdict.WITHIN
+    return Difference(diff, float(low), float(high), int(n), paired, verdict)
 
 
 def differences(df: pd.DataFrame, column: str, reference, value: str,
                 pair: str = "seed") -> pd.DataFrame:
-    """`difference` of every other value of `column` against `reference`, one row each."""
+    """`difference` of every other value of `column` against `reference`, one row each
+    (the Difference's fields as columns, and the Difference itself as `d`)."""
     others = [v for v in df[column].drop_duplicates() if v != reference]
-    return pd.DataFrame([{column: v, **difference(df, column, v, reference, value, pair)}
-                         for v in others])
+    rows = []
+    for v in others:
+        d = difference(df, column, v, reference, value, pair)
+        rows.append({column: v, **dataclasses.asdict(d), "d": d})
+    return pd.DataFrame(rows, columns=[column, "diff", "low", "high", "n", "paired", "verdict",
+                                       "d"])
 
 
 def data_note(official: pd.Series) -> str:
@@ -387,7 +478,8 @@ def trained_model(run, results=None):
     in eval mode on the CPU."""
     from analysis import models, train
 
-    options = {k: run[k] for k in train.LENET_OPTIONS} if run["model"] == "lenet5" else {}
+    options = ({k: run.get(k, train.DEFAULTS[k]) for k in train.LENET_OPTIONS}
+               if run["model"] == "lenet5" else {})
     model = models.build_model(run["model"], **options)
     model.load_state_dict(load_weights(run["key"], results))
     return model.eval()

@@ -34,6 +34,7 @@ DEFAULTS = {
     "model": "lenet5",
     "activation": "relu",
     "batch_norm": False,
+    "bn_noise": 0.0,
     "dropout": 0.0,
     "init": "default",
     "optimizer": "sgd",
@@ -61,7 +62,7 @@ DEFAULTS = {
 }
 
 MODELS = ("lenet5", "resnet20", "plain20", "resnet56", "plain56")
-LENET_OPTIONS = ("activation", "batch_norm", "dropout", "init")
+LENET_OPTIONS = ("activation", "batch_norm", "dropout", "init", "bn_noise")
 EVAL_BATCH = 1000  # large enough to amortise per-call overhead, small enough for CPU caches
 DEAD_PROBE = 500  # validation images the dead units are counted on, every epoch
 # Names a file holding the number of CPU threads this run may use; the runner rewrites it
@@ -110,6 +111,7 @@ RULES = {
     "model": _choice(*MODELS),
     "activation": _choice(*ACTIVATIONS),
     "batch_norm": _boolean(),
+    "bn_noise": _real(lambda v: v >= 0, ">= 0 (with batch_norm only)"),
     "dropout": _real(lambda v: 0 <= v < 1, "in [0, 1)"),
     "init": _choice(*INITS),
     "optimizer": _choice("sgd", "adam"),
@@ -166,6 +168,9 @@ def validate_config(config: dict) -> dict:
                 raise ConfigError(f"config key {key!r}: got {resolved[key]!r}, but it applies "
                                   f"to model 'lenet5' only; allowed for {resolved['model']!r}: "
                                   f"{DEFAULTS[key]!r}")
+    if resolved["bn_noise"] > 0 and not resolved["batch_norm"]:
+        raise ConfigError(f"config key 'bn_noise': got {resolved['bn_noise']!r}, but the noise "
+                          "follows each batch-norm layer: set batch_norm True, or bn_noise 0")
     if resolved["nesterov"] and not (resolved["optimizer"] == "sgd" and resolved["momentum"] > 0):
         raise ConfigError("config key 'nesterov': got True, allowed only with optimizer 'sgd' "
                           "and momentum > 0")

@@ -104,3 +104,23 @@ def test_default_init_is_pytorchs():
 def test_unknown_model_is_refused():
     with pytest.raises(ValueError, match="lenet5"):
         build_model("vgg16")
+
+
+def test_noisy_batch_norm_moves_each_channel_while_training_only():
+    from analysis.models import ShiftingNoise
+
+    torch.manual_seed(0)
+    noisy = build_model("lenet5", batch_norm=True, bn_noise=1.0)
+    assert sum(isinstance(m, ShiftingNoise) for m in noisy.modules()) == 4  # after every BN
+    assert count_params(noisy) == count_params(build_model("lenet5", batch_norm=True))
+    noise = ShiftingNoise(1.0).train()
+    x = torch.zeros(64, 3, 5, 5)
+    a, b = noise(x), noise(x)
+    # A shift per channel, the same over the batch and the positions, new at every call.
+    assert torch.all(a == a[:1, :, :1, :1]) and not torch.equal(a, b)
+    assert a.abs().max() <= 1
+    ones = noise(torch.ones(64, 3, 5, 5))
+    assert ones.min() >= 0  # scale in [1, 2], shift in [-1, 1]
+    assert torch.equal(noise.eval()(x + 1), x + 1)  # eval mode: untouched
+    with pytest.raises(ValueError, match="bn_noise needs batch_norm"):
+        build_model("lenet5", bn_noise=1.0)

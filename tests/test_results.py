@@ -15,25 +15,72 @@ def runs(values_a, values_b, seeds_a=None, seeds_b=None):
 
 
 def test_paired_differences_cancel_what_the_seed_decides():
-    # Seeds move both settings alike (0.5, 0.6, 0.7); a is always exactly 0.01 better.
-    d = results.difference(runs([0.51, 0.61, 0.71], [0.50, 0.60, 0.70]), "setting", "a", "b",
+    # Seeds move both settings alike (0.5, 0.6, 0.7); a is always about 0.01 better.
+    d = results.difference(runs([0.511, 0.61, 0.709], [0.50, 0.60, 0.70]), "setting", "a",
+                           "b", "acc")
+    assert d.paired and d.n == 3 and d.verdict is results.Verdict.HIGHER
+    assert d.diff == pytest.approx(0.01) and d.low > 0.007
+
+
+def test_differences_without_any_spread_are_not_judged():
+    # Zero events in every run (loss spikes, say): no noise to judge a difference against.
+    d = results.difference(runs([0.0, 0.0, 0.0], [0.0, 0.0, 0.0]), "setting", "a", "b", "acc")
+    assert d.verdict is results.Verdict.UNJUDGED and d.diff == 0 and math.isnan(d.low)
+    # Independent samples without spread either.
+    d = results.difference(runs([1.0, 1.0], [0.0, 0.0], [0, 1], [2, 3]), "setting", "a", "b",
                            "acc")
-    assert d["paired"] and d["n"] == 3 and d["verdict"] == "higher"
-    assert d["diff"] == pytest.approx(0.01) and d["low"] == pytest.approx(0.01)
+    assert d.verdict is results.Verdict.UNJUDGED and d.diff == 1
+
+
+def test_equivalence_needs_the_whole_interval_inside_the_margin():
+    tight = results.difference(runs([0.501, 0.602, 0.699], [0.50, 0.60, 0.70]), "setting", "a",
+                               "b", "acc")
+    wide = results.difference(runs([0.52, 0.58, 0.71], [0.50, 0.60, 0.70]), "setting", "a",
+                              "b", "acc")
+    assert tight.verdict is wide.verdict is results.Verdict.WITHIN
+    assert tight.equivalent(0.01) and not wide.equivalent(0.01)  # inconclusive, not equal
+    assert not results.difference(runs([0.6], [0.6]), "setting", "a", "b", "acc").equivalent(1)
+
+
+def test_phrase_picks_the_words_of_the_verdict():
+    words = {"higher": "up", "lower": "down", "within": "unclear", "unjudged": "untested"}
+    for values, expected in (([0.61, 0.7, 0.81], "up"), ([0.39, 0.5, 0.61], "down"),
+                             ([0.55, 0.6, 0.75], "unclear"), ([0.6], "untested")):
+        d = results.difference(runs(values, [0.5, 0.6, 0.7][:len(values)]), "setting", "a",
+                               "b", "acc")
+        assert results.phrase(d, **words) == expected
+
+
+def test_bounded_intervals_stay_between_0_and_1():
+    df = pd.DataFrame({"g": ["x"] * 3, "acc": [0.99, 0.90, 0.97]})
+    plain = results.mean_ci(df, "g", "acc").iloc[0]
+    bounded = results.mean_ci(df, "g", "acc", bounded=True).iloc[0]
+    assert plain["ci_high"] > 1  # the t-interval of three runs near 95% reaches past 100%
+    assert 0 < bounded["ci_low"] < bounded["mean"] < bounded["ci_high"] < 1
+    assert bounded["mean"] == pytest.approx(plain["mean"])
+
+
+def test_final_accuracy_averages_the_last_epochs(tmp_path):
+    path = tmp_path / "metrics.csv"
+    pd.DataFrame({"epoch": [1, 2, 3, 4, 5], "val_acc": [0.1, 0.5, 0.6, 0.7, 0.5]}).to_csv(path)
+    assert results.final_accuracy(path, "finished") == pytest.approx(0.6)
+    assert math.isnan(results.final_accuracy(path, "diverged"))
+    pd.DataFrame({"epoch": [1], "val_acc": [0.3]}).to_csv(path)  # fewer epochs: all of them
+    assert results.final_accuracy(path, "finished") == pytest.approx(0.3)
 
 
 def test_interval_is_student_t_over_the_paired_differences():
     # Differences 1, 2, 3: mean 2, sd 1, t(0.975, 2 dof) = 4.3027 -> 2 +- 2.4842.
     d = results.difference(runs([2.0, 4.0, 6.0], [1.0, 2.0, 3.0]), "setting", "a", "b", "acc")
     half = 4.302653 / math.sqrt(3)
-    assert (d["low"], d["high"]) == (pytest.approx(2 - half), pytest.approx(2 + half))
-    assert d["verdict"] == "within noise"
+    assert (d.low, d.high) == (pytest.approx(2 - half), pytest.approx(2 + half))
+    assert d.verdict is results.Verdict.WITHIN
 
 
 def test_b_above_a_reads_lower():
     d = results.difference(runs([0.50, 0.60, 0.70], [0.52, 0.621, 0.719]), "setting", "a", "b",
                            "acc")
-    assert d["verdict"] == "lower" and d["diff"] == pytest.approx(-0.02)
+    assert d.verdict is results.Verdict.LOWER and d.diff == pytest.approx(-0.02)
 
 
 def test_without_shared_seeds_welch_is_used():
@@ -41,30 +88,31 @@ def test_without_shared_seeds_welch_is_used():
     # n = 3 each -> se sqrt(2/3), dof 4, t(0.975, 4) = 2.7764.
     d = results.difference(runs([0.0, 1.0, 2.0], [-1.0, 0.0, 1.0], [0, 1, 2], [3, 4, 5]),
                            "setting", "a", "b", "acc")
-    assert not d["paired"]
-    assert d["high"] - d["diff"] == pytest.approx(2.776445 * math.sqrt(2 / 3), rel=1e-5)
+    assert not d.paired
+    assert d.high - d.diff == pytest.approx(2.776445 * math.sqrt(2 / 3), rel=1e-5)
 
 
 def test_a_single_seed_is_not_judged():
     d = results.difference(runs([0.6], [0.5]), "setting", "a", "b", "acc")
-    assert d["verdict"] == "unjudged" and math.isnan(d["low"])
-    assert d["diff"] == pytest.approx(0.1)
+    assert d.verdict is results.Verdict.UNJUDGED and math.isnan(d.low)
+    assert d.diff == pytest.approx(0.1)
 
 
 def test_missing_values_are_left_out_of_the_pairs():
     # A diverged run has no accuracy: seed 2 drops out, the other two pairs remain.
-    d = results.difference(runs([0.61, 0.71, None], [0.60, 0.70, 0.80]), "setting", "a", "b",
+    d = results.difference(runs([0.612, 0.71, None], [0.60, 0.70, 0.80]), "setting", "a", "b",
                            "acc")
-    assert d["n"] == 2 and d["diff"] == pytest.approx(0.01)
+    assert d.n == 2 and d.diff == pytest.approx(0.011)
 
 
 def test_differences_compares_every_setting_with_the_reference():
-    df = pd.concat([runs([0.51, 0.61, 0.71], [0.50, 0.60, 0.70]),
+    df = pd.concat([runs([0.511, 0.61, 0.709], [0.50, 0.60, 0.70]),
                     pd.DataFrame({"setting": ["c"] * 3, "seed": [0, 1, 2],
-                                  "acc": [0.40, 0.50, 0.60]})])
+                                  "acc": [0.40, 0.51, 0.60]})])
     table = results.differences(df, "setting", "b", "acc").set_index("setting")
     assert list(table.index) == ["a", "c"]
-    assert table.loc["a", "verdict"] == "higher" and table.loc["c", "verdict"] == "lower"
+    assert table.loc["a", "verdict"] is results.Verdict.HIGHER
+    assert table.loc["c", "verdict"] is results.Verdict.LOWER
 
 
 def test_confusion_and_per_class_accuracy_on_known_predictions():

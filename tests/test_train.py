@@ -201,3 +201,9 @@ def test_a_tiny_batch_can_be_overfit(fake_data, model, epochs):
     last = r["epochs"][-1]
     assert r["sizes"]["train"] == 20
     assert last["clean_train_acc"] == 1.0 and last["clean_train_loss"] < 0.05
+
+
+def test_bn_noise_needs_batch_norm():
+    with pytest.raises(ConfigError, match="'bn_noise'.*batch_norm True"):
+        validate_config({"bn_noise": 1.0})
+    assert validate_config({"batch_norm": True, "bn_noise": 1})["bn_noise"] == 1.0
