@@ -301,7 +301,8 @@ def filters(weight, size: float = 0.9):
 
 # Readable names for the columns the book's tables show.
 COLUMN_NAMES = {
-    "final_val_acc": "final val acc", "best_val_acc": "best val acc", "best_epoch": "best epoch", "val_acc": "val acc",
+    "final_val_acc": "final val acc", "best_val_acc": "best val acc",
+    "best_epoch": "best epoch", "val_acc": "val acc",
     "clean_train_acc": "train acc", "train_acc": "train acc", "gap": "gap (points)",
     "test_best_acc": "test acc (best ckpt)",
     "test_final_acc": "test acc (last epoch)", "crop_padding": "crop padding",

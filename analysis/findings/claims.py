@@ -453,9 +453,10 @@ class TF06(Finding):
 
     @property
     def key(self) -> str:
-        dying = [lr for lr in sorted(self.at) if self.table.loc[(lr, "relu"), "dead"] >= DEAD_MIN]
-        dead = (f"at lr {num(dying[0])} ReLU {pct(self.table.loc[(dying[0], 'relu'), 'dead'], 0)} "
-                f"of units dead, leaky ReLU {pct(self.table.loc[(dying[0], 'leaky_relu'), 'dead'], 0)}"
+        t = self.table
+        dying = [lr for lr in sorted(self.at) if t.loc[(lr, "relu"), "dead"] >= DEAD_MIN]
+        dead = (f"at lr {num(dying[0])} ReLU {pct(t.loc[(dying[0], 'relu'), 'dead'], 0)} of "
+                f"units dead, leaky ReLU {pct(t.loc[(dying[0], 'leaky_relu'), 'dead'], 0)}"
                 if dying else "ReLU's units never died")
         return (f"{dead}; the largest rate at which every seed trains: ReLU "
                 f"{self.stable_text('relu')}, leaky ReLU {self.stable_text('leaky_relu')}")
