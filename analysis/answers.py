@@ -81,8 +81,10 @@ def callout(qid: str, found: findings.Finding, path=None) -> str:
     """A Quarto callout with the answer: short answer, the record's answer, key numbers."""
     record = records(path)[qid]
     body = " ".join(record["answer"].split())
+    rule = (f"\n\n**The rule, fixed before the runs:** {' '.join(record['rule'].split())}"
+            if record.get("rule") else "")
     return (f'::: {{.callout-note title="Answer"}}\n**{short(qid, record, found)}.** {body} '
-            f"**In numbers:** {found.key}.\n:::\n")
+            f"**In numbers:** {found.key}.{rule}\n:::\n")
 
 
 def opening(qid: str, found: findings.Finding, path=None) -> str:

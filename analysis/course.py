@@ -41,11 +41,17 @@ def typical_accuracy() -> dict[str, float]:
     return dict(_course()["typical"]["accuracy"])
 
 
+def typical_resnet_epochs() -> int:
+    """How long the typical submission trained its ResNet."""
+    return int(_course()["typical"]["resnet_epochs"])
+
+
 def typical_verdicts() -> dict[str, bool]:
     """A typical submission's true/false verdicts, by statement id."""
     return dict(_course()["typical"]["verdicts"])
 
 
 def published() -> dict[str, float]:
-    """Published figures the book compares with (resnet20_error: He et al. 2016)."""
+    """Published figures the book compares with: resnet20_error and resnet20_epochs (He et
+    al. 2016)."""
     return dict(_course()["published"])

@@ -71,9 +71,20 @@ class Run:
                 "exclusive": self.exclusive, "threads": self.threads, "needs": self.needs}
 
 
+def quarto_profile() -> str | None:
+    """The book profile Quarto was asked for: `quarto render --profile cpu` (or
+    QUARTO_PROFILE=cpu) sets QUARTO_PROFILE, which may list other Quarto profiles too
+    ("html,cpu"); the first of smoke/cpu/full/auto in it, else None."""
+    listed = os.environ.get("QUARTO_PROFILE", "").replace(",", " ").split()
+    return next((p for p in listed if p in (*PROFILES, "auto")), None)
+
+
 def resolve_profile(name: str | None = None) -> str:
-    """smoke/cpu/full; `auto` (the default) is full when CUDA is available, else cpu."""
-    name = name or os.environ.get(paths.PROFILE_ENV) or "auto"
+    """smoke/cpu/full; `auto` (the default) is full when CUDA is available, else cpu.
+    Without `name`: Quarto's profile (`quarto render --profile cpu`), else $DLBOOK_PROFILE,
+    so that `quarto render --profile cpu` and `DLBOOK_PROFILE=cpu quarto render` build the
+    same book (the pre-render's `dlbook run` and the chapters both resolve it here)."""
+    name = name or quarto_profile() or os.environ.get(paths.PROFILE_ENV) or "auto"
     if name == "auto":
         import torch
 

@@ -474,3 +474,531 @@ def num(x: float, digits: int = 3) -> str:
     if exponent >= digits - 1:  # a whole number at this precision
         return f"{round(x, digits - 1 - exponent):,.0f}"
     return f"{x:.{digits}g}"
+
+
+# ---------------------------------------------------------------- Part 1's figures and tables
+
+def yes_no(value: bool | None) -> str:
+    """A rule's yes/no answer in words: 'yes', 'no', or 'undecided' (None)."""
+    return "undecided" if value is None else "yes" if value else "no"
+
+
+def seed_points(runs: pd.DataFrame, x: str, order: list, y: str = "final_val_acc",
+                ylabel: str = "final validation accuracy (%)", ax=None):
+    """One value per run and setting (`x`, in `order`): grey dots joined per seed, and the
+    mean with its 95% interval over seeds in black. The axis spans at least 6 points, so
+    that single runs do not look far apart."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.0))
+    d = runs.assign(v=100 * runs[y] if y.endswith("acc") else runs[y])
+    per_seed = d.pivot_table(index="seed", columns=x, values="v").reindex(columns=order)
+    for _, s in per_seed.iterrows():
+        ax.plot(range(len(order)), s.values, color="0.8", lw=0.8, zorder=1)
+    sns.stripplot(data=d, x=x, y="v", order=order, color="0.55", jitter=False, size=4, ax=ax)
+    sns.pointplot(data=d, x=x, y="v", order=order, errorbar=("ci", 95), color="k",
+                  linestyle="none", markers="D", capsize=0.1, ax=ax)
+    low, high = ax.get_ylim()
+    middle = (low + high) / 2
+    ax.set_ylim(min(low, middle - 3), max(high, middle + 3))
+    ax.set(xlabel="", ylabel=ylabel)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def bn_means(stats: pd.DataFrame):
+    """tf-01: every channel's mean at four points around its BN layer, in units of its std
+    (left), and each channel's output mean against its learned shift (right)."""
+    names = {"in": "input", "norm": "normalised", "out": "after γ, β", "act": "after ReLU"}
+    long = pd.concat([stats.assign(stage=name, z=stats[f"{s}_mean"] / stats[f"{s}_std"])
+                      for s, name in names.items()], ignore_index=True)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(6.3, 3.0),
+                                 gridspec_kw={"width_ratios": [1.5, 1]})
+    sns.stripplot(data=long, x="stage", y="z", hue="layer", dodge=True, size=2.5, alpha=0.6,
+                  palette="colorblind", ax=ax, order=list(names.values()))
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(xlabel="", ylabel="channel mean / channel std")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(title="layer", fontsize=8, title_fontsize=8, markerscale=2)
+    sns.scatterplot(data=stats, x="beta", y="out_mean", hue="layer", s=10, palette="colorblind",
+                    ax=bx, legend=False)
+    lims = [min(stats["beta"].min(), stats["out_mean"].min()),
+            max(stats["beta"].max(), stats["out_mean"].max())]
+    bx.plot(lims, lims, color="0.6", lw=1)
+    bx.set(xlabel="learned shift β", ylabel="output mean")
+    fig.tight_layout()
+    return fig
+
+
+def bn_layers(stats: pd.DataFrame, near_zero_share) -> pd.DataFrame:
+    """tf-01's table: per BN layer, channel means at each point, γ, |β|, zero-mean share."""
+    by = stats.groupby("layer", sort=False)
+    seeds = stats["seed"].nunique()
+    return pd.DataFrame({
+        "channels": by.size() // seeds,
+        "|mean| input": by["in_mean"].apply(lambda v: v.abs().mean()).round(3),
+        "|mean| normalised": by["norm_mean"].apply(lambda v: v.abs().mean()).round(3),
+        "|mean| after γ, β": by["out_mean"].apply(lambda v: v.abs().mean()).round(3),
+        "mean after ReLU": by["act_mean"].mean().round(3),
+        "γ": by["gamma"].mean().round(3),
+        "|β|": by["beta"].apply(lambda v: v.abs().mean()).round(3),
+        "zero-mean after γ, β (%)": by.apply(lambda d: round(100 * near_zero_share(d, "out"), 1),
+                                             include_groups=False),
+    }).reset_index()
+
+
+def captured(act, grad):
+    """tf-02: each channel of an activation caught mid-forward (top) and its gradient caught
+    mid-backward (bottom), for the first image."""
+    fig, axes = plt.subplots(2, act.shape[1], figsize=(6.3, 2.5))
+    top = float(grad[0].abs().max())
+    for c in range(act.shape[1]):
+        axes[0, c].imshow(act[0, c], cmap="magma")
+        axes[1, c].imshow(grad[0, c], cmap="coolwarm", vmin=-top, vmax=top)
+        axes[0, c].set_title(f"channel {c + 1}", fontsize=8)
+        for ax in axes[:, c]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("forward", fontsize=8)
+    axes[1, 0].set_ylabel("gradient", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def digits_figure(runs: pd.DataFrame, mixups: pd.DataFrame):
+    """tf-03: digits test accuracy per augmentation over seeds (left) and the 6/9 mix-ups
+    per run (right)."""
+    names = VALUE_NAMES["augmentation"]
+    order = [names[a] for a in ("none", "vflip", "rot180") if a in set(runs["augmentation"])]
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(6.3, 2.9))
+    seed_points(readable(runs, ["augmentation"]), "augmentation", order, y="test_acc",
+                ylabel="test accuracy (%)", ax=ax)
+    ax.tick_params(axis="x", labelsize=8)
+    m = mixups.rename(index=names).reindex(order).rename(
+        columns={"six_as_nine": "6 called 9", "nine_as_six": "9 called 6"})
+    m.plot.bar(ax=bx, rot=0, color=sns.color_palette("colorblind", 2))
+    bx.tick_params(axis="x", labelsize=8)
+    bx.set(xlabel="", ylabel="test images per run")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def digits_table(ci: pd.DataFrame, vs_none: dict, mixups: pd.DataFrame) -> pd.DataFrame:
+    """tf-03's table: accuracy with interval, the difference to none, mix-ups per run."""
+    rows = []
+    for a in ci.index:
+        r = ci.loc[a]
+        rows.append({"augmentation": VALUE_NAMES["augmentation"][a],
+                     "test accuracy": f"{pct(r['mean'])} ({pct(r['ci_low'])} to "
+                                      f"{pct(r['ci_high'])})",
+                     "vs none": "–" if a == "none" else interval(vs_none[a]),
+                     "6 called 9": round(mixups.loc[a, "six_as_nine"], 2),
+                     "9 called 6": round(mixups.loc[a, "nine_as_six"], 2)})
+    return pd.DataFrame(rows)
+
+
+def step_sizes(steps: pd.DataFrame):
+    """tf-04: Adam's RMS step over the learning rate per epoch, one line per epsilon."""
+    eps = sorted(steps["adam_eps"].unique())
+    r = steps.assign(eps=steps["adam_eps"].map(num))
+    fig, ax = plt.subplots(figsize=(5.5, 3.0))
+    sns.lineplot(data=r, x="epoch", y="update_ratio", hue="eps", marker="o", errorbar=None,
+                 palette="viridis", hue_order=[num(e) for e in eps], ax=ax)
+    ax.set(yscale="log", ylabel="RMS step / learning rate")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.legend(title="epsilon", fontsize=8, title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def adam_case(eps: float, lr: float) -> str:
+    return f"ε {num(eps)}, lr {num(lr)}"
+
+
+def adam_cases(runs: pd.DataFrame, motion: pd.DataFrame):
+    """tf-04: final accuracy (left) and the loss's step-to-step swing (right) per epsilon
+    and learning rate, over seeds."""
+    cases = runs[["adam_eps", "lr"]].drop_duplicates().sort_values(["adam_eps", "lr"])
+    order = [adam_case(e, lr) for e, lr in zip(cases["adam_eps"], cases["lr"], strict=True)]
+
+    def named(d):
+        return d.assign(case=[adam_case(e, lr) for e, lr in zip(d["adam_eps"], d["lr"],
+                                                               strict=True)])
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(6.3, 3.0))
+    seed_points(named(runs), "case", order, ax=ax)
+    seed_points(named(motion), "case", order, y="swing", ax=bx,
+                ylabel="median step-to-step loss swing")
+    for a in (ax, bx):
+        a.tick_params(axis="x", labelsize=7, rotation=30)
+    fig.tight_layout()
+    return fig
+
+
+def adam_table(cases: pd.DataFrame) -> pd.DataFrame:
+    """tf-04's table, one row per epsilon and learning rate."""
+    t = cases.reset_index()
+    return pd.DataFrame({
+        "epsilon": t["adam_eps"].map(num), "learning rate": t["lr"].map(num),
+        "final val. accuracy (%)": (100 * t["final"]).round(1),
+        "spread (points)": (100 * t["spread"]).round(1),
+        "diverged": [f"{int(d)} of {int(n)}" for d, n in zip(t["diverged"], t["runs"],
+                                                            strict=True)],
+        "spikes per 1,000 steps": t["spikes"].round(1),
+        "swing (%)": (100 * t["swing"]).round(1)})
+
+
+def cells_table(ci: pd.DataFrame, both_vs: dict, gap: dict, order: list) -> pd.DataFrame:
+    """tf-05's table: per cell, accuracy with interval, the combination minus it, the gap."""
+    return pd.DataFrame([{
+        "cell": c,
+        "final val. accuracy": f"{pct(ci.loc[c, 'mean'])} ({pct(ci.loc[c, 'ci_low'])} to "
+                               f"{pct(ci.loc[c, 'ci_high'])})",
+        "L2 + dropout minus this": "–" if c not in both_vs else interval(both_vs[c]),
+        "gap, last epoch (points)": round(100 * gap[c], 1) + 0.0,
+    } for c in order])
+
+
+def dead_units(runs: pd.DataFrame, metrics: pd.DataFrame, dead_share):
+    """tf-06: the share of dead hidden units per epoch (epoch 0: the untrained network),
+    ReLU against leaky ReLU, one panel per learning rate."""
+    init = runs.assign(epoch=0)[["activation", "lr", "seed", "epoch"]].join(
+        runs[[c for c in runs if c.startswith("init_dead_")]]
+        .rename(columns=lambda c: c.removeprefix("init_")))
+    dead = pd.concat([init, metrics], ignore_index=True)
+    dead = readable(dead.assign(dead=100 * dead_share(dead)), ["activation"])
+    g = sns.relplot(data=dead, x="epoch", y="dead", hue="activation", col="lr", col_wrap=3,
+                    kind="line", errorbar=("ci", 95), height=2.0, aspect=1.2,
+                    palette="colorblind", facet_kws={"sharey": False})
+    g.set_axis_labels("epoch", "dead units (%)")
+    g.set_titles("lr {col_name}")
+    fit_to_column(g)
+    return g.figure
+
+
+def runs_by_rate(metrics: pd.DataFrame):
+    """tf-06: validation accuracy per epoch of every run, one panel per learning rate."""
+    m = readable(metrics, ["activation"]).assign(acc=100 * metrics["val_acc"])
+    g = sns.relplot(data=m, x="epoch", y="acc", hue="activation", units="seed", estimator=None,
+                    col="lr", col_wrap=3, kind="line", height=2.0, aspect=1.2,
+                    palette="colorblind", lw=0.9)
+    g.set_axis_labels("epoch", "val. accuracy (%)")
+    g.set_titles("lr {col_name}")
+    fit_to_column(g)
+    return g.figure
+
+
+def per_rate(at: dict, what: str, table: pd.DataFrame) -> str:
+    """tf-06: a difference at every rate where both activations train, in plain words
+    ('lr 0.01: 0.3 (95% CI -0.5 to 1.1), within noise; ...'; 'no rate' if none)."""
+    rates = [lr for lr in sorted(at) if table.loc[(lr, "relu"), "trained"]
+             and table.loc[(lr, "leaky_relu"), "trained"]]
+    return "; ".join(f"lr {num(lr)}: {judged(at[lr][what], unit=num)}" for lr in rates) \
+        or "no rate"
+
+
+def stability_table(table: pd.DataFrame) -> pd.DataFrame:
+    """tf-06's table, one row per learning rate and activation."""
+    t = table.reset_index()
+    return pd.DataFrame({
+        "learning rate": t["lr"].map(num),
+        "activation": t["activation"].map(VALUE_NAMES["activation"]),
+        "diverged": [f"{int(d)} of {int(n)}" for d, n in zip(t["diverged"], t["runs"],
+                                                            strict=True)],
+        "collapsed": [f"{int(c)} of {int(n)}" for c, n in zip(t["collapsed"], t["runs"],
+                                                             strict=True)],
+        "final val. acc. (%)": (100 * t["final"]).round(1),
+        "spread (points)": (100 * t["spread"]).round(1),
+        "spikes per 1,000 steps": t["spikes"].round(1),
+        "dead units (%)": (100 * t["dead"]).round(1)})
+
+
+def sparsity_pairs(found) -> str:
+    """tf-07: each matched L1/L2 pair in plain words."""
+    return "; ".join(
+        f"{p['l1']} left {pct(found.share(p['l1']))} of the weights below the threshold and "
+        f"{p['l2']} {pct(found.share(p['l2']))}, a difference of {judged(p['sparse'])}, at "
+        f"final accuracies that differ by {judged(p['acc'])}" for p in found.pairs) \
+        or "no L1 setting has an L2 setting to pair with"
+
+
+def sparsity(found, threshold: float):
+    """tf-07: the share of weights below each threshold per penalty (left), and per layer
+    below `threshold` (right)."""
+    penalties = found.penalties
+    palette = dict(zip(penalties, sns.color_palette("colorblind", len(penalties)),
+                       strict=True))
+    share = found.overall.groupby(["penalty", "threshold"])["fraction"].mean()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(6.3, 2.9))
+    for p in penalties:
+        s = share[p]
+        ax.plot(s.index, 100 * s.values, marker="o", color=palette[p], label=p)
+    ax.set(xscale="log", xlabel="threshold on |w|", ylabel="weights below (%)")
+    ax.legend(fontsize=8)
+    layers = found.layers
+    per_layer = (layers[layers["threshold"] == threshold]
+                 .groupby(["layer", "penalty"], sort=False)["fraction"].mean().mul(100)
+                 .reset_index())
+    sns.barplot(data=per_layer, x="layer", y="fraction", hue="penalty", hue_order=penalties,
+                palette=palette, ax=bx, legend=False)
+    bx.set(xlabel="", ylabel=f"below {num(threshold)} (%)")
+    fig.tight_layout()
+    return fig
+
+
+def sparsity_table(found, thresholds) -> pd.DataFrame:
+    """tf-07's table: per penalty, final accuracy and the share below each threshold (%)."""
+    share = found.overall.groupby(["penalty", "threshold"])["fraction"].mean()
+    return pd.DataFrame([{
+        "penalty": p, "final val. acc. (%)": round(100 * found.accuracy[p], 1),
+        **{f"|w| < {t:g} (%)": round(100 * share[(p, t)], 1) for t in thresholds},
+    } for p in found.penalties])
+
+
+def cropped_away(padding: float, size: int = 32) -> float:
+    """The largest share of an image's area a random crop of the image padded by `padding`
+    pixels can cut away (shifted by `padding` on both axes)."""
+    return 1 - ((size - padding) / size) ** 2
+
+
+# ---------------------------------------------------------------- Lab 2's figures and tables
+
+def rate(x) -> str:
+    """A learning rate for prose, or 'none' where there is none (None or NaN)."""
+    return "none" if x is None or (isinstance(x, float) and math.isnan(x)) else num(x)
+
+
+def rates(values) -> str:
+    """'lr 0.1', 'lr 0.1 and 1', or 'none'."""
+    values = [num(v) for v in values]
+    if not values:
+        return "none"
+    return "lr " + (values[0] if len(values) == 1
+                    else ", ".join(values[:-1]) + " and " + values[-1])
+
+
+def maybe(value, fmt) -> str:
+    """`fmt(value)`, or 'none' where there is no value (None or NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none"
+    return fmt(value)
+
+
+def failures(runs: pd.DataFrame, collapsed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`runs` with status 'collapsed' for the runs that finished without beating chance
+    (the rows of `collapsed` if given, else every such run), for figures that mark them."""
+    from analysis import results
+
+    bad = (runs["key"].isin(collapsed["key"]) if collapsed is not None
+           else results.failed(runs) & (runs["status"] == "finished"))
+    return runs.assign(status=runs["status"].mask(bad, "collapsed"))
+
+
+def augment_grid(cells: pd.DataFrame):
+    """Lab 2's crop x flip grid as a heat map of final accuracy (%)."""
+    from analysis.findings.labs import cell_name
+
+    paddings = sorted({int(c.split(",")[0].split()[1]) for c in cells.index})
+    flips = sorted({float(c.split()[-1]) for c in cells.index})
+    grid = pd.DataFrame([[100 * cells["final"].get(cell_name(p, f), np.nan) for p in paddings]
+                         for f in flips], index=[num(f) for f in flips], columns=paddings)
+    fig, ax = plt.subplots(figsize=(5.5, 2.6))
+    sns.heatmap(grid, annot=True, fmt=".1f", cmap="viridis", annot_kws={"size": 10},
+                cbar_kws={"label": "final val. accuracy (%)"}, ax=ax)
+    ax.set(xlabel="crop padding (pixels)", ylabel="flip probability")
+    fig.tight_layout()
+    return fig
+
+
+def gap_table(cells: pd.DataFrame, gaps: dict) -> pd.DataFrame:
+    """lab2-a's table: per cell, accuracies (%), the gap and its change against none."""
+    return pd.DataFrame([{
+        "setting": c, "final val. acc.": round(100 * r["final"], 1),
+        "train acc.": round(100 * r["clean_train_acc"], 1),
+        "val. acc.": round(100 * r["val_acc"], 1), "gap (points)": round(100 * r["gap"], 1) + 0.0,
+        "gap change (points)": "–" if c not in gaps else interval(gaps[c]),
+    } for c, r in cells.iterrows()])
+
+
+def rate_table(table: pd.DataFrame) -> pd.DataFrame:
+    """lab2-b-lr's table: per rate, failed runs and final accuracy, without and with BN."""
+    t = table.reset_index()
+    out = {}
+    for bn, name in ((False, "without BN"), (True, "with BN")):
+        d = t[t["batch_norm"] == bn].set_index("lr")
+        out[f"failed, {name}"] = {lr: f"{int(r['failed'])} of {int(r['runs'])}"
+                                  for lr, r in d.iterrows()}
+        out[f"accuracy (%), {name}"] = (100 * d["final"]).round(1)
+    frame = pd.DataFrame(out).sort_index(ascending=False)
+    frame.index = [num(v) for v in frame.index]
+    return frame.rename_axis("learning rate").reset_index()
+
+
+def rate_panels(metrics: pd.DataFrame):
+    """lab2-c-lr: validation accuracy per epoch, one panel per learning rate."""
+    shown = metrics.assign(rate=metrics["lr"].map(lambda v: f"lr {num(v)}"),
+                           val_pct=100 * metrics["val_acc"])
+    order = [f"lr {num(v)}" for v in sorted(metrics["lr"].unique(), reverse=True)]
+    g = sns.relplot(data=shown, x="epoch", y="val_pct", col="rate", col_order=order,
+                    col_wrap=3, kind="line", errorbar=("ci", 95), height=1.9, aspect=1.1)
+    g.set_titles("{col_name}")
+    g.set_axis_labels("epoch", "val. accuracy (%)")
+    for ax in g.axes.flat:
+        ax.axhline(10, ls=":", color="0.5")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4, integer=True))
+    fit_to_column(g)
+    return g.figure
+
+
+def first_steps(early: pd.DataFrame, ln10: float):
+    """lab2-c-lr: the loss of every step of the first epochs at two rates, per seed."""
+    top = early["lr"].max()
+    fig, ax = plt.subplots(figsize=(6.3, 3))
+    for (lr, seed), run in early.groupby(["lr", "seed"]):
+        ax.plot(run["t"], run["loss"], lw=0.9, color="crimson" if lr == top else "C0",
+                alpha=0.8, label=f"lr {num(lr)}" if seed == early["seed"].min() else None)
+    ax.axhline(ln10, ls=":", color="0.4", label="ln 10 (uniform guess)")
+    ax.set(yscale="log", xlabel="training step", ylabel="training loss (batch mean)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def run_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run of a sweep: rate, seed, status, accuracies (%) and where it diverged."""
+    cols = ["lr", "seed", "status", "final_val_acc", "best_val_acc", "test_best_acc"] + \
+        [c for c in ("diverged_at_epoch", "diverged_at_step") if c in runs]
+    out = percent(runs[cols].sort_values(["lr", "seed"], ascending=[False, True]))
+    out["learning rate"] = out["learning rate"].map(num)
+    return out
+
+
+def l2_table(table: pd.DataFrame, accuracy: dict) -> pd.DataFrame:
+    """lab2-c-l2's table: per strength, accuracies and gap, and the change against none."""
+    return pd.DataFrame([{
+        "weight decay": num(w) if w else "0", "final val. acc.": round(100 * r["final"], 1),
+        "train acc.": round(100 * r["clean_train_acc"], 1),
+        "val. acc.": round(100 * r["val_acc"], 1), "gap (points)": round(100 * r["gap"], 1) + 0.0,
+        "change vs none (points)": "–" if w not in accuracy else interval(accuracy[w]),
+    } for w, r in table.sort_index(ascending=False).iterrows()])
+
+
+def l2_figure(runs: pd.DataFrame, last: pd.DataFrame):
+    """lab2-c-l2: final accuracy and last-epoch gap against weight decay, over seeds."""
+    both = runs.merge(last[["key", "gap"]], on="key")
+    both["strength"] = both["weight_decay"].map(lambda v: "0" if v == 0 else f"{v:g}")
+    order = [("0" if v == 0 else f"{v:g}") for v in sorted(both["weight_decay"].unique())]
+    fig, axes = plt.subplots(1, 2, figsize=(6.3, 3))
+    sns.pointplot(data=both.assign(v=100 * both["final_val_acc"]), x="strength", y="v",
+                  order=order, errorbar=("ci", 95), capsize=0.1, ax=axes[0])
+    sns.pointplot(data=both.assign(v=100 * both["gap"]), x="strength", y="v", order=order,
+                  errorbar=("ci", 95), capsize=0.1, ax=axes[1], color="C1")
+    axes[1].axhline(0, color="0.5", lw=0.8)
+    axes[0].set_ylabel("final val. accuracy (%)")
+    axes[1].set_ylabel("train - validation (points)")
+    for ax in axes:
+        ax.set_xlabel("weight decay")
+    fig.tight_layout()
+    return fig
+
+
+def weight_histograms(weights: pd.DataFrame):
+    """lab2-c-l1: per layer, the weights' distribution per penalty (shared bins, log
+    counts); the legend in the sixth panel."""
+    layers = list(dict.fromkeys(weights["layer"]))
+    fig, axes = plt.subplots(2, 3, figsize=(6.3, 4.6))
+    for i, (ax, layer) in enumerate(zip(axes.flat, layers, strict=False)):
+        these = weights[weights["layer"] == layer]
+        bins = np.linspace(these["weight"].min(), these["weight"].max(), 61)
+        sns.histplot(data=these, x="weight", hue="penalty", bins=bins, element="step",
+                     fill=False, ax=ax, legend=i == len(layers) - 1)
+        ax.set(yscale="log", title=layer, xlabel="weight" if i >= 3 else "")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(3, symmetric=True))
+        ax.tick_params(labelsize=8)
+    legend = axes.flat[len(layers) - 1].get_legend()
+    axes.flat[-1].legend(legend.legend_handles, [t.get_text() for t in legend.get_texts()],
+                         title="penalty", loc="center")
+    legend.remove()
+    axes.flat[-1].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def weight_cdfs(weights: pd.DataFrame, threshold: float):
+    """lab2-c-l1: cumulative distributions of |w| per layer and penalty (log scale)."""
+    g = sns.displot(data=weights.assign(magnitude=weights["weight"].abs().clip(lower=1e-7)),
+                    x="magnitude", hue="penalty", col="layer", col_wrap=3, kind="ecdf",
+                    log_scale=True, height=2.2)
+    g.set_titles("{col_name}")
+    g.set_axis_labels("|w|", "share of weights")
+    for ax in g.axes.flat:
+        ax.axvline(threshold, ls="--", color="k", lw=1)
+    fit_to_column(g)
+    return g.figure
+
+
+def layer_sparsity(found, threshold: float) -> pd.DataFrame:
+    """lab2-c-l1's table: per layer, the share of weights below `threshold` per penalty (%),
+    all layers together, and each penalty's final accuracy."""
+    layers = found.layers[found.layers["threshold"] == threshold]
+    table = (100 * layers.pivot_table(index="layer", columns="penalty", values="fraction",
+                                      aggfunc="mean", sort=False)).round(1)
+    table.loc["all layers"] = [round(100 * found.share(p, threshold), 1) for p in table.columns]
+    table.loc["final val. acc."] = [round(100 * found.accuracy[p], 1) for p in table.columns]
+    return table[found.penalties].reset_index().rename(columns={"layer": ""})
+
+
+# ---------------------------------------------------------------- Lab 3's figures and tables
+
+RECIPE_KEYS = ("model", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule",
+               "warmup_epochs", "batch_size", "epochs", "sizes_train", "crop_padding", "flip_p",
+               "label_smoothing")
+
+
+def recipe(run: pd.Series) -> pd.DataFrame:
+    """A training run's recipe, one row per hyperparameter, in readers' words."""
+    words = {"model": VALUE_NAMES["model"], "optimizer": {"sgd": "SGD", "adam": "Adam"},
+             "schedule": {"cosine": "cosine", "step": "step", "none": "constant"},
+             "nesterov": {True: "yes", False: "no"}}
+    names = {"sizes_train": "training images", "lr": "learning rate",
+             "warmup_epochs": "warm-up epochs", "batch_size": "batch size",
+             "label_smoothing": "label smoothing", "nesterov": "Nesterov momentum"}
+    values = []
+    for k in RECIPE_KEYS:
+        v = run[k]
+        v = words[k].get(v, v) if k in words else v
+        values.append(f"{int(v):,}" if isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                      else num(v) if isinstance(v, float) else str(v))
+    return pd.DataFrame({"hyperparameter": [names.get(k, label(k)) for k in RECIPE_KEYS],
+                         "value": values})
+
+
+def ci_text(ci: pd.Series, digits: int = 1) -> str:
+    """A `mean_ci` row's interval in words: '90.1% to 91.3%', or 'none (one seed)'."""
+    if ci["n"] < 2:
+        return "none (one seed)"
+    return f"{pct(ci['ci_low'], digits)} to {pct(ci['ci_high'], digits)}"
+
+
+def class_bars(table: pd.DataFrame):
+    """Accuracy per class (rows) of several networks (columns), as grouped bars (%)."""
+    shown = (100 * table).rename_axis("class").reset_index().melt(
+        id_vars="class", var_name="network", value_name="accuracy")
+    fig, ax = plt.subplots(figsize=(6.3, 3.2))
+    sns.barplot(data=shown, x="class", y="accuracy", hue="network", palette="colorblind", ax=ax)
+    ax.set(xlabel="", ylabel="test accuracy (%)", ylim=(0, 119))
+    ax.set_yticks(range(0, 101, 20))
+    ax.tick_params(axis="x", labelrotation=35, labelsize=8)
+    ax.legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def revisions(commits) -> str:
+    """Code revisions in words: 'd1d6cf3', 'd1d6cf3 and 58cd1ad', a '+dirty' one said as
+    'with uncommitted changes'; 'unknown' without any."""
+    words = [c.removesuffix("+dirty") + (" (with uncommitted changes)" if c.endswith("+dirty")
+                                         else "") for c in commits]
+    if not words:
+        return "unknown"
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]

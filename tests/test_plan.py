@@ -330,3 +330,14 @@ def test_dispatch_order_puts_a_needed_run_first_and_counts_what_waits_for_it():
     runs[3].needs = ["look"]  # mid needs look needs mid
     with pytest.raises(plan.PlanError, match="runs that need each other"):
         plan.dispatch_order(runs)
+
+
+def test_the_book_profile_comes_from_quarto_then_dlbook(monkeypatch):
+    monkeypatch.delenv("QUARTO_PROFILE", raising=False)
+    monkeypatch.setenv(paths.PROFILE_ENV, "smoke")
+    assert plan.resolve_profile() == "smoke"
+    monkeypatch.setenv("QUARTO_PROFILE", "html,cpu")  # quarto render --profile html,cpu
+    assert plan.resolve_profile() == "cpu"
+    monkeypatch.setenv("QUARTO_PROFILE", "html")  # no book profile in it: $DLBOOK_PROFILE
+    assert plan.resolve_profile() == "smoke"
+    assert plan.resolve_profile("full") == "full"  # an explicit --profile wins

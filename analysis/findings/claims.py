@@ -133,24 +133,34 @@ def tf01_verdict(gain: Difference, noisy_gain: Difference, noisy_vs_bn: Differen
     return None
 
 
-def tf_01(results_dir=None) -> TF01:
-    from analysis import probes
+def bn_kind(runs: pd.DataFrame) -> pd.Series:
+    """lenet-bn's runs (or metrics) by kind: none, BN or noisy (BN with bn_noise > 0)."""
+    noisy = runs["bn_noise"].fillna(0) > 0
+    return pd.Series(np.where(~runs["batch_norm"].astype(bool), "none",
+                              np.where(noisy, "noisy", "BN")), index=runs.index)
 
-    runs = results.runs(experiment="lenet-bn", results=results_dir)
-    noise = runs["bn_noise"].fillna(0)
-    kind = np.where(~runs["batch_norm"].astype(bool), "none", np.where(noise > 0, "noisy", "BN"))
-    runs = runs.assign(kind=kind)
-    x, _ = probe_images()
-    plain_bn = runs[(runs["kind"] == "BN") & (runs["status"] == "finished")]
-    stats = pd.concat([probes.batchnorm_stats(results.trained_model(run, results_dir), x)
-                       .assign(seed=run["seed"]) for _, run in plain_bn.iterrows()],
-                      ignore_index=True)
+
+def tf01_from(runs: pd.DataFrame, stats: pd.DataFrame) -> TF01:
+    """`runs`: lenet-bn's runs; `stats`: `probes.batchnorm_stats` of its plain BN runs."""
+    runs = runs.assign(kind=bn_kind(runs))
     gain = results.difference(runs, "kind", "BN", "none", ACC)
     noisy_gain = results.difference(runs, "kind", "noisy", "none", ACC)
     noisy_vs_bn = results.difference(runs, "kind", "noisy", "BN", ACC)
     return TF01(stats, gain, noisy_gain, noisy_vs_bn, runs.groupby("kind")[ACC].mean().to_dict(),
-                float(noise.max()),
+                float(runs["bn_noise"].max()),
                 tf01_verdict(gain, noisy_gain, noisy_vs_bn, int(runs["epochs"].max())))
+
+
+def tf_01(results_dir=None) -> TF01:
+    from analysis import probes
+
+    runs = results.runs(experiment="lenet-bn", results=results_dir)
+    plain_bn = runs[(bn_kind(runs) == "BN") & (runs["status"] == "finished")]
+    x, _ = probe_images()
+    stats = pd.concat([probes.batchnorm_stats(results.trained_model(run, results_dir), x)
+                       .assign(seed=run["seed"]) for _, run in plain_bn.iterrows()],
+                      ignore_index=True)
+    return tf01_from(runs, stats)
 
 
 # ---------------------------------------------------------------- tf-02
@@ -239,23 +249,32 @@ def tf03_verdict(differences: list[Difference], epochs: int) -> bool | None:
     return True if all(d.verdict is Verdict.HIGHER for d in differences) else None
 
 
-def tf_03(results_dir=None) -> TF03:
-    digits = results.runs(experiment="digits-augment", results=results_dir)
+def augment_setting(frame: pd.DataFrame) -> pd.Series:
+    """lenet-more-augment's runs (or metrics) by setting: the protocol, "upside down" (with
+    vertical flips) or "larger crops" (the larger padding)."""
+    return pd.Series(np.where(frame["vflip_p"] > frame["vflip_p"].min(), "upside down",
+                              np.where(frame["crop_padding"] > frame["crop_padding"].min(),
+                                       "larger crops", "protocol")), index=frame.index)
+
+
+def tf03_from(digits: pd.DataFrame, more: pd.DataFrame) -> TF03:
+    """`digits`: digits-augment's runs; `more`: lenet-more-augment's runs."""
     vs_none = {a: results.difference(digits, "augmentation", a, "none", "test_acc")
                for a in ("vflip", "rot180")}
-    more = results.runs(experiment="lenet-more-augment", results=results_dir)
-    base_pad, base_vflip = more["crop_padding"].min(), more["vflip_p"].min()
-    setting = np.where(more["vflip_p"] > base_vflip, "upside down",
-                       np.where(more["crop_padding"] > base_pad, "larger crops", "protocol"))
-    more = more.assign(setting=setting)
+    more = more.assign(setting=augment_setting(more))
     cifar = {s: results.difference(more, "setting", s, "protocol", ACC)
              for s in ("upside down", "larger crops")}
     epochs = int(min(digits["epochs"].max(), more["epochs"].max()))
     return TF03(digits, vs_none, cifar,
                 {"vflip_p": float(more["vflip_p"].max()),
                  "crop_padding": float(more["crop_padding"].max()),
-                 "protocol_padding": float(base_pad)},
+                 "protocol_padding": float(more["crop_padding"].min())},
                 tf03_verdict([*vs_none.values(), *cifar.values()], epochs))
+
+
+def tf_03(results_dir=None) -> TF03:
+    return tf03_from(results.runs(experiment="digits-augment", results=results_dir),
+                     results.runs(experiment="lenet-more-augment", results=results_dir))
 
 
 # ---------------------------------------------------------------- tf-04
@@ -293,16 +312,12 @@ class TF04(Finding):
         return (f"eps {num(self.high)} (lr {num(self.best_lr[self.high])}) minus eps "
                 f"{num(self.low)} (lr {num(self.best_lr[self.low])}): final accuracy "
                 f"{judged(self.accuracy, margin=MARGIN)}, loss swing "
-                f"{judged(self.swing, unit=_swing)}; at lr 1e-3, eps {num(self.high)} takes "
+                f"{judged(self.swing, unit=pct)}; at lr 1e-3, eps {num(self.high)} takes "
                 f"{times(self.step_ratio, 0)} smaller steps")
 
     @property
     def headline(self) -> str:
         return f"eps 1: accuracy {pts(self.accuracy.diff)}"
-
-
-def _swing(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 def tf04_verdict(accuracy: Difference, swing: Difference, epochs: int) -> bool | None:
@@ -497,14 +512,18 @@ def stable_rate(table: pd.DataFrame, activation: str) -> float:
 def tf06_verdict(table: pd.DataFrame, at: dict, epochs: int) -> tuple[bool | None, bool | None,
                                                                       bool]:
     """(verdict, fixes, less_stable). Fixes: at some rate where ReLU loses at least DEAD_MIN
-    of its units, leaky ReLU has fewer dead units beyond noise (None when ReLU never dies
-    there: nothing to fix). Less stable: leaky ReLU stops training at a smaller rate than
-    ReLU, or spikes more beyond noise at a rate where both train. True if it fixes and is
-    less stable; False if it fixes and is not less stable, or does not fix; None if ReLU
-    never died, or the runs trained too briefly."""
+    of its units, leaky ReLU has fewer dead units beyond noise (None when there is no such
+    rate with leaky ReLU's dead units measured: nothing to fix, or no evidence). Less
+    stable: leaky ReLU stops training at a smaller rate than ReLU, or spikes more beyond
+    noise at a rate where both train. True if it fixes and is less stable; False if it
+    fixes and is not less stable, or does not fix; None if fixing is undecided, or the runs
+    trained too briefly."""
     rates = sorted(at)
     dying = [lr for lr in rates if table.loc[(lr, "relu"), "dead"] >= DEAD_MIN]
-    fixes = (any(at[lr]["dead"].verdict is Verdict.LOWER for lr in dying) if dying else None)
+    # Where leaky ReLU diverged at once, its dead units were never measured: no evidence.
+    measured = [at[lr]["dead"].verdict for lr in dying
+                if at[lr]["dead"].verdict is not Verdict.UNJUDGED]
+    fixes = (any(v is Verdict.LOWER for v in measured) if measured else None)
     both = [lr for lr in rates if table.loc[(lr, "relu"), "trained"]
             and table.loc[(lr, "leaky_relu"), "trained"]]
     relu, leaky = stable_rate(table, "relu"), stable_rate(table, "leaky_relu")

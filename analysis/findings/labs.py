@@ -99,17 +99,21 @@ class Lab1A(Finding):
                 "checks pass" if self.sane else "A sanity check fails: look at the numbers")
 
 
-def lab1_a(results_dir=None) -> Lab1A:
+def lab1_a_from(init: pd.DataFrame) -> Lab1A:
+    """`init`: lenet-init's runs (untrained networks)."""
     import torch
 
     from analysis import models
 
-    init = results.runs(experiment="lenet-init", results=results_dir)
     lenet = models.build_model("lenet5")
     layers = [models.count_params(m) for m in lenet.modules()
               if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     return Lab1A(tuple(init["init_val_loss"]), tuple(init["init_val_acc"]),
                  models.count_params(lenet), tuple(layers))
+
+
+def lab1_a(results_dir=None) -> Lab1A:
+    return lab1_a_from(results.runs(experiment="lenet-init", results=results_dir))
 
 
 @dataclass(frozen=True)
@@ -197,13 +201,17 @@ class Lab1D(Finding):
                 "batch; this build had no GPU")
 
 
-def lab1_d(results_dir=None) -> Lab1D:
-    base = results.runs(experiment="lenet-baseline", results=results_dir)
+def lab1_d_from(base: pd.DataFrame) -> Lab1D:
+    """`base`: lenet-baseline's runs."""
     total = base.get("device_memory_total", pd.Series(dtype=float)).dropna()
     peak = base.get("device_memory_peak_allocated", pd.Series(dtype=float)).dropna()
     return Lab1D(tuple(sorted(set(base["device"].dropna()))),
                  float(total.max()) if len(total) else None,
                  float(peak.max()) if len(peak) else None)
+
+
+def lab1_d(results_dir=None) -> Lab1D:
+    return lab1_d_from(results.runs(experiment="lenet-baseline", results=results_dir))
 
 
 @dataclass(frozen=True)
@@ -534,16 +542,21 @@ class Lab2CLr(Finding):
     tied: tuple[float, ...]  # other rates within noise of it, none of whose runs failed
     diverged: pd.DataFrame = field(compare=False)  # runs whose loss became non-finite
     collapsed: pd.DataFrame = field(compare=False)  # finite loss, never above chance
+    collapse: dict = field(compare=False)  # how the collapsed runs' losses went (see below)
+    early: pd.DataFrame = field(compare=False)  # steps of the first two epochs, top and base lr
 
     @property
     def failing(self) -> tuple[float, ...]:
         return tuple(sorted(set(self.diverged["lr"]) | set(self.collapsed["lr"])))
 
     @property
+    def slowest(self) -> float:
+        return float(self.accuracy.index.min())
+
+    @property
     def key(self) -> str:
-        slow = self.accuracy.index.min()
         return (f"{pct(self.accuracy[self.best])} at lr {num(self.best)}, "
-                f"{pct(self.accuracy[slow])} at {num(slow)}")
+                f"{pct(self.accuracy[self.slowest])} at {num(self.slowest)}")
 
     @property
     def headline(self) -> str:
@@ -557,7 +570,29 @@ class Lab2CLr(Finding):
         return f"Best at lr {num(self.best)}{tied}{fails}"
 
 
-def lab2_c_lr_from(runs: pd.DataFrame) -> Lab2CLr:
+def collapse_story(runs: pd.DataFrame, metrics: pd.DataFrame) -> dict:
+    """How collapsed runs failed without a non-finite loss: the largest first-epoch training
+    loss, how far later epochs stay from ln 10 (the loss of a uniform guess), and whether
+    validation accuracy sat at exactly one class's share at every epoch."""
+    m = metrics[metrics["key"].isin(runs["key"])]
+    later = m[m["epoch"] > 1]
+    return {"first_epoch_loss": float(m.loc[m["epoch"] == 1, "train_loss"].max())
+            if len(m) else math.nan,
+            "later_from_ln10": float((later["train_loss"] - LN10).abs().max())
+            if len(later) else math.nan,
+            "constant": bool(len(m)) and bool((m["val_acc"] == CHANCE).all())}
+
+
+def first_steps(steps: pd.DataFrame, rates) -> pd.DataFrame:
+    """The training steps of the first two epochs at `rates`, numbered through (t)."""
+    early = steps[steps["lr"].isin(rates) & (steps["epoch"] <= 2)].copy()
+    per_epoch = early.groupby(["key", "epoch"])["step"].transform("max")
+    early["t"] = (early["epoch"] - 1) * per_epoch + early["step"]
+    return early
+
+
+def lab2_c_lr_from(runs: pd.DataFrame, metrics: pd.DataFrame, steps: pd.DataFrame,
+                   protocol_lr: float) -> Lab2CLr:
     accuracy = runs.groupby("lr")[ACC].mean()
     best = float(accuracy.idxmax())
     failed = results.failed(runs)
@@ -568,11 +603,17 @@ def lab2_c_lr_from(runs: pd.DataFrame) -> Lab2CLr:
                         if d.verdict is not Verdict.HIGHER and lr not in bad))
     # Near chance below the best rate is slowness, not failure; above it, a collapse.
     collapsed = runs[(runs["status"] == "finished") & failed & (runs["lr"] > best)]
-    return Lab2CLr(accuracy, best, tied, runs[runs["status"] == "diverged"], collapsed)
+    return Lab2CLr(accuracy, best, tied, runs[runs["status"] == "diverged"], collapsed,
+                   collapse_story(collapsed, metrics),
+                   first_steps(steps, [runs["lr"].max(), protocol_lr]))
 
 
 def lab2_c_lr(results_dir=None) -> Lab2CLr:
-    return lab2_c_lr_from(results.runs(experiment="lenet-lr", results=results_dir))
+    protocol = results.runs(experiment="lenet-bn", results=results_dir)["lr"].iloc[0]
+    return lab2_c_lr_from(results.runs(experiment="lenet-lr", results=results_dir),
+                          results.table("metrics", experiment="lenet-lr", results=results_dir),
+                          results.table("steps", experiment="lenet-lr", results=results_dir),
+                          float(protocol))
 
 
 @dataclass(frozen=True)
@@ -642,7 +683,41 @@ def lab2_c_l1(results_dir=None):
     return claims.sparsity_finding(results_dir)
 
 
+def typical_comparison(results_dir=None) -> pd.DataFrame:
+    """Lab 2's steps against a typical course submission's single runs, like with like: the
+    setting, this book's runs' mean best and final validation accuracy and test accuracy of
+    the best checkpoint, their seeds and epochs, and the typical submission's best
+    accuracy (picked on the test set). The baseline is Lab 2's own cell without
+    augmentation, trained as long as the others."""
+    from analysis import course
+
+    typical = course.typical_accuracy()
+    aug = results.runs(experiment="lenet-augment", results=results_dir)
+    bn = results.runs(experiment="lenet-bn", results=results_dir)
+    sw = results.runs(experiment="lenet-swish", results=results_dir)
+    protocol = bn.iloc[0]
+    plain = aug[(aug["crop_padding"] == 0) & (aug["flip_p"] == 0)]
+    cropflip = aug[(aug["crop_padding"] == protocol["crop_padding"])
+                   & (aug["flip_p"] == protocol["flip_p"])]
+    with_bn = bn[bn["batch_norm"].astype(bool) & (bn["bn_noise"].fillna(0) == 0)]
+    steps = [("no augmentation", plain, "baseline"), ("crop and flip", cropflip, "crop_flip"),
+             ("with batch norm", with_bn, "batch_norm"),
+             ("with Swish", sw[sw["activation"] == "swish"], "swish")]
+    return pd.DataFrame([{"setting": name, "best val acc": runs["best_val_acc"].mean(),
+                          "final val acc": runs[ACC].mean(),
+                          "test acc": runs["test_best_acc"].mean(),
+                          "seeds": runs["seed"].nunique(), "epochs": int(runs["epochs"].max()),
+                          "typical submission": typical[key]}
+                         for name, runs, key in steps])
+
+
 # ---------------------------------------------------------------- Lab 3
+
+# The bar this project set itself for the full profile (its Lab 3 issue): beat He et al.'s
+# ResNet-20 and the typical submission, as the mean test accuracy over three seeds.
+TARGET = 0.915
+FIT = 0.97  # training accuracy at or above this: the training set is fit
+
 
 @dataclass(frozen=True)
 class Lab3(Finding):
@@ -652,35 +727,85 @@ class Lab3(Finding):
     test: pd.Series = field(compare=False)  # test accuracy of the best checkpoint: mean, CI, n
     test_final: float  # of the last epoch, mean over seeds
     minutes: float  # wall minutes per run
+    devices: tuple[str, ...]
     full_epochs: int  # the recipe's epochs on the full profile
+    train_acc: float  # eval-mode training accuracy at the last epoch, mean over seeds
+    val_acc: float
+    lenet: float  # the Lab 1 baseline LeNet-5's test accuracy (best checkpoint, mean)
+    published: float  # He et al.'s ResNet-20 test accuracy
+    published_epochs: int
+    typical: float  # a typical submission's
+    typical_epochs: int
 
     @property
     def seeds(self) -> int:
         return int(self.test["n"])
 
     @property
+    def epochs(self) -> int:
+        return int(self.recipe["epochs"])
+
+    @property
+    def shortened(self) -> bool:
+        """Fewer epochs or images than the full recipe: not comparable with the figures."""
+        return self.epochs < self.full_epochs or not pd.isna(self.recipe["subset"])
+
+    @property
+    def fits(self) -> bool:
+        return self.train_acc >= FIT
+
+    @property
     def key(self) -> str:
         spread = (f" (95% CI {pct(self.test['ci_low'], 2)} to {pct(self.test['ci_high'], 2)}, "
                   f"{count(self.seeds, 'seed')})" if self.seeds > 1 else " (one seed)")
         return (f"test accuracy {pct(self.test['mean'], 2)}{spread} after "
-                f"{count(int(self.recipe['epochs']), 'epoch')} of the recipe's "
-                f"{self.full_epochs}")
+                f"{count(self.epochs, 'epoch')} of the recipe's {self.full_epochs}")
 
     @property
     def headline(self) -> str:
-        return f"{pct(self.test['mean'], 2)} after {count(int(self.recipe['epochs']), 'epoch')}"
+        return f"{pct(self.test['mean'], 2)} after {count(self.epochs, 'epoch')}"
+
+    def comparison(self) -> pd.DataFrame:
+        """This book's test accuracy beside the published, typical and target figures."""
+        ours = (f"this book ({count(self.epochs, 'epoch')}, "
+                f"{'one seed' if self.seeds == 1 else f'mean of {self.seeds} seeds'})")
+        return pd.DataFrame({"source": [ours, f"He et al. 2016 ({self.published_epochs} epochs)",
+                                        "typical course submission "
+                                        f"({self.typical_epochs} epochs)",
+                                        "this project's target (full profile)"],
+                             "test accuracy (%)": [round(100 * v, 2) for v in (
+                                 self.test["mean"], self.published, self.typical, TARGET)]})
 
 
 def lab3(results_dir=None) -> Lab3:
-    from analysis import plan
+    from analysis import course, plan
 
     res = results.runs(experiment="resnet20", results=results_dir)
     done = res[res["status"].isin(results.DONE)]
     test = results.mean_ci(done.assign(model="resnet20"), "model", "test_best_acc",
                            bounded=True).iloc[0]
+    metrics = results.table("metrics", experiment="resnet20", results=results_dir)
+    last = metrics[metrics["epoch"] == metrics.groupby("key")["epoch"].transform("max")]
+    lenet = results.runs(experiment="lenet-baseline", results=results_dir)
     full = plan.load()["protocols"]["lab3"]["params"]["epochs"]
     return Lab3(res.iloc[0], test, float(done["test_final_acc"].mean()),
-                float(done["seconds"].mean() / 60), int(full))
+                float(done["seconds"].mean() / 60), tuple(sorted(set(done["device"]))),
+                int(full), float(last["clean_train_acc"].mean()), float(last["val_acc"].mean()),
+                float(lenet["test_best_acc"].mean()), 1 - course.published()["resnet20_error"],
+                course.published()["resnet20_epochs"], course.typical_accuracy()["resnet"],
+                course.typical_resnet_epochs())
+
+
+def per_class(results_dir=None) -> pd.DataFrame:
+    """Test accuracy per class of the first ResNet-20 run and the first Lab 1 baseline
+    LeNet-5 run (final weights), and their difference."""
+    c = cifar()
+    nets = {"ResNet-20": results.runs(experiment="resnet20", results=results_dir),
+            "LeNet-5 (Lab 1)": results.runs(experiment="lenet-baseline", results=results_dir)}
+    table = pd.DataFrame({name: results.per_class_accuracy(
+        results.predictions(runs.sort_values("seed").iloc[0], c, "test", results_dir),
+        c.classes) for name, runs in nets.items()})
+    return table.assign(difference=table["ResNet-20"] - table["LeNet-5 (Lab 1)"])
 
 
 FINDINGS = {"lab1-a": lab1_a, "lab1-b": lab1_b, "lab1-c": lab1_c, "lab1-d": lab1_d,
