@@ -1,5 +1,5 @@
-"""`dlbook check`: verify the Quarto book without Quarto, which is not installable
-everywhere, and check what a render would not: this book's rules for its output.
+"""`dlbook check`: verify the Quarto book without Quarto (not installable everywhere),
+and what a render would not check: this book's rules for its output.
 
 - structure: `_quarto.yml` describes a book whose home page `index.qmd` and every
   listed chapter exist, and no part has the title of its chapter (shown twice);
@@ -18,7 +18,6 @@ everywhere, and check what a render would not: this book's rules for its output.
 
 markdown-it-py reads the Markdown (code, prose, line numbers); Pandoc's own syntax
 on top (`{#sec-x}` attributes, `@key`, `#|` options) is matched in the prose.
-`render()` runs the real `quarto render` when Quarto is installed.
 """
 from __future__ import annotations
 
@@ -29,8 +28,6 @@ import difflib
 import io
 import os
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -66,8 +63,6 @@ FIGURE_TOLERANCE_INCHES = 0.05  # bbox_inches="tight" rounds to whole pixels
 # The bibliography Quarto reads, and the entry keys in it: `@article{he2016deep,`.
 BIB_ENTRY = re.compile(r"^\s*@(?P<type>\w+)\s*[{(]\s*(?P<key>[^,\s]+)\s*,", re.MULTILINE)
 BIB_NON_ENTRIES = ("comment", "string", "preamble")
-# What Quarto logs, without failing, for a reference or link it cannot resolve.
-RENDER_FAILURES = ("Unable to resolve crossref", "Unable to resolve link target")
 
 # --- Reading Markdown.
 
@@ -237,6 +232,7 @@ class Book:
     listed: list[str]
     chapters: list[Chapter]
     problems: list[Problem]
+    config_text: str = ""  # for the lines of problems in it
 
 
 # --- Reading one chapter.
@@ -270,8 +266,7 @@ def parse_chapter(text: str, file: str, path: Path | None = None) -> Chapter:
     chapter.labels.sort(key=lambda label: label.line)
     chapter.references.sort(key=lambda ref: ref.line)
     chapter.citations.sort(key=lambda cite: cite.line)
-    title = chapter.front_matter.get("title")
-    chapter.title = str(title) if title else chapter.title
+    chapter.title = str(chapter.front_matter.get("title") or chapter.title)
     return chapter
 
 
@@ -334,8 +329,7 @@ def _read_front_matter(lines: list[str], chapter: Chapter) -> int:
     try:
         front_matter = yaml.safe_load("\n".join(lines[1:end])) or {}
     except yaml.YAMLError as error:
-        chapter.problems.append(Problem(chapter.file, _yaml_line(error, 2),
-                                        f"front matter is not valid YAML: {_yaml_reason(error)}"))
+        chapter.problems.append(_yaml_problem(chapter.file, error, 2, "front matter is "))
         front_matter = {}
     if isinstance(front_matter, dict):
         chapter.front_matter = front_matter
@@ -358,8 +352,8 @@ def _parse_cell(lang: str, body: list[str], fence_line: int, chapter: Chapter) -
     try:
         options = yaml.safe_load("\n".join(option_text)) or {}
     except yaml.YAMLError as error:
-        chapter.problems.append(Problem(chapter.file, _yaml_line(error, fence_line + 1),
-                                        f"cell options are not valid YAML: {_yaml_reason(error)}"))
+        chapter.problems.append(_yaml_problem(chapter.file, error, fence_line + 1,
+                                              "cell options are "))
         options = {}
     if not isinstance(options, dict):
         chapter.problems.append(Problem(chapter.file, fence_line + 1,
@@ -386,14 +380,11 @@ def _read_keys(chapter: Chapter, text: str, first: int) -> None:
             chapter.citations.append(Citation(key, chapter.file, line))
 
 
-def _yaml_line(error: yaml.YAMLError, first_line: int) -> int:
-    """The file line of a YAML error in text that starts at `first_line`."""
+def _yaml_problem(file: str, error: yaml.YAMLError, first_line: int, what: str = "") -> Problem:
+    """`what` (in `file`, from line `first_line` on) is not valid YAML, at the error's line."""
     mark = getattr(error, "problem_mark", None)
-    return first_line + mark.line if mark else first_line
-
-
-def _yaml_reason(error: yaml.YAMLError) -> str:
-    return getattr(error, "problem", None) or str(error).splitlines()[0]
+    reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return Problem(file, first_line + (mark.line if mark else 0), f"{what}not valid YAML: {reason}")
 
 
 # --- Reading the book.
@@ -409,8 +400,7 @@ def read_book(root: Path) -> Book:
     try:
         config = yaml.safe_load(config_text) or {}
     except yaml.YAMLError as error:
-        return Book(root, {}, [], [], [Problem(CONFIG_FILE, _yaml_line(error, 1),
-                                               f"not valid YAML: {_yaml_reason(error)}")])
+        return Book(root, {}, [], [], [_yaml_problem(CONFIG_FILE, error, 1)])
     if not isinstance(config, dict):
         return Book(root, {}, [], [], [Problem(CONFIG_FILE, 1, "must be a YAML mapping")])
 
@@ -445,32 +435,25 @@ def read_book(root: Path) -> Book:
             problems.append(Problem(CONFIG_FILE, line, f"{file}: a chapter must be one of "
                                     f"{', '.join(CHAPTER_SUFFIXES)}"))
         elif not path.is_file():
+            unlisted = {p.relative_to(root).as_posix() for p in path.parent.glob("*.*md")}
             problems.append(Problem(CONFIG_FILE, line, f"chapter {file} does not exist"
-                                    + _did_you_mean(file, _sibling_chapters(root, file, listed))))
+                                    + _did_you_mean(file, unlisted - set(listed))))
         else:
             chapters.append(parse_chapter(path.read_text(encoding="utf-8"), file, path))
-    return Book(root, config, listed, chapters, problems)
+    return Book(root, config, listed, chapters, problems, config_text)
 
 
 def listed_files(config: dict) -> list[str]:
-    """Every file `book: chapters:` and `book: appendices:` list, in order,
-    through parts (`- part: ... chapters: [...]`)."""
+    """Every file `book: chapters:` and `book: appendices:` list, in order."""
     book = config.get("book") or {}
     return _flatten(book.get("chapters")) + _flatten(book.get("appendices"))
 
 
 def _flatten(entries) -> list[str]:
-    files = []
-    for entry in entries or []:
-        if isinstance(entry, str):
-            files.append(_normal(entry))
-        elif isinstance(entry, dict):  # a part: a title and its chapters
-            files += _flatten(entry.get("chapters"))
-    return files
-
-
-def _normal(file: str) -> str:
-    return file.strip().removeprefix("./")
+    """The files a `chapters:` list names, through parts (`- part: ... chapters: [...]`)."""
+    return [file for entry in entries or [] for file in (
+        [entry.strip().removeprefix("./")] if isinstance(entry, str)
+        else _flatten(entry.get("chapters")) if isinstance(entry, dict) else [])]
 
 
 def _line_of(text: str, needle: str) -> int | None:
@@ -479,15 +462,6 @@ def _line_of(text: str, needle: str) -> int | None:
         if needle in line and not line.lstrip().startswith("#"):
             return n
     return None
-
-
-def _sibling_chapters(root: Path, file: str, listed: list[str]) -> list[str]:
-    """Unlisted chapter files next to where `file` should be: what a typo meant."""
-    folder = (root / file).parent
-    if not folder.is_dir():
-        return []
-    siblings = (p.relative_to(root).as_posix() for p in folder.iterdir())
-    return [s for s in siblings if s.endswith(CHAPTER_SUFFIXES) and s not in listed]
 
 
 def _did_you_mean(word: str, candidates) -> str:
@@ -555,9 +529,7 @@ def check_labels(book: Book) -> list[Problem]:
 def check_references(book: Book) -> list[Problem]:
     """Every cross-reference resolves to a label the book defines, and none
     points at a figure or table of the unnumbered home page."""
-    defined = {}
-    for label in book_labels(book):
-        defined.setdefault(label.name, label)
+    defined = {label.name: label for label in reversed(book_labels(book))}  # the first wins
     problems = []
     for chapter in book.chapters:
         for ref in chapter.references:
@@ -573,46 +545,32 @@ def check_references(book: Book) -> list[Problem]:
 
 
 def check_links(book: Book) -> list[Problem]:
-    """Links to other chapters (`[text](lab1.qmd#sec-x)`, `[text](#sec-x)`)
-    point at a listed chapter and, for a label anchor, at a defined label."""
+    """Links to other chapters (`[text](lab1.qmd#sec-x)`) point at a listed chapter
+    and, for a label anchor, at a label that chapter defines."""
     listed = {(book.root / file).resolve() for file in book.listed}
     labels_in: dict[Path, set[str]] = {}
     for label in book_labels(book):
         labels_in.setdefault((book.root / label.file).resolve(), set()).add(label.name)
-    every_label = set().union(*labels_in.values()) if labels_in else set()
     problems = []
     for chapter in book.chapters:
         for link in chapter.links:
-            if EXTERNAL.match(link.target):
-                continue
             path_part, _, anchor = unquote(link.target).partition("#")
-            wants_label = bool(anchor) and LABEL_LIKE.match(anchor)
-            if not path_part:
-                if wants_label and anchor not in every_label:
-                    problems.append(Problem(chapter.file, link.line, f"link #{anchor} points "
-                                            "at no label" + _did_you_mean(anchor, every_label)))
+            if EXTERNAL.match(link.target) or not path_part.endswith(CHAPTER_SUFFIXES):
                 continue
-            if not path_part.endswith(CHAPTER_SUFFIXES):
-                continue
-            base = book.root if path_part.startswith("/") else chapter.path.parent
-            target = (base / path_part.lstrip("/")).resolve()
-            if not target.is_file():
-                problems.append(Problem(chapter.file, link.line,
-                                        f"link {link.target}: {path_part} does not exist"))
-            elif target not in listed:
-                problems.append(Problem(chapter.file, link.line, f"link {link.target}: "
-                                        f"{path_part} is not a chapter in {CONFIG_FILE}, so "
-                                        "Quarto cannot resolve the link"))
-            elif wants_label and anchor not in labels_in.get(target, set()):
-                problems.append(Problem(chapter.file, link.line, f"link {link.target}: "
-                                        f"{path_part} defines no label {anchor}"))
+            target = (chapter.path.parent / path_part).resolve()
+            reason = (f"{path_part} does not exist" if not target.is_file() else
+                      f"{path_part} is not a chapter in {CONFIG_FILE}, so Quarto cannot "
+                      "resolve the link" if target not in listed else
+                      f"{path_part} defines no label {anchor}" if LABEL_LIKE.match(anchor)
+                      and anchor not in labels_in.get(target, set()) else None)
+            if reason:
+                problems.append(Problem(chapter.file, link.line, f"link {link.target}: {reason}"))
     return problems
 
 
 def check_parts(book: Book) -> list[Problem]:
     """No part has the title of a chapter inside it: Quarto prints the part's title
     page and then the chapter's heading, the same words twice."""
-    config_text = _config_text(book)
     problems = []
     titles = {chapter.file: chapter.title for chapter in book.chapters}
     for entry in (book.config.get("book") or {}).get("chapters") or []:
@@ -621,7 +579,7 @@ def check_parts(book: Book) -> list[Problem]:
         part = entry["part"]
         for file in _flatten(entry.get("chapters")):
             if _same_title(part, titles.get(file, "")):
-                problems.append(Problem(CONFIG_FILE, _line_of(config_text, part),
+                problems.append(Problem(CONFIG_FILE, _line_of(book.config_text, part),
                                         f"part \"{part}\" has the title of its chapter {file}, "
                                         "so the book shows it twice: rename the part (or "
                                         "retitle the chapter)"))
@@ -634,13 +592,6 @@ def _same_title(a: str, b: str) -> bool:
     return bool(words(a)) and words(a) == words(b)
 
 
-def _config_text(book: Book) -> str:
-    try:
-        return (book.root / CONFIG_FILE).read_text(encoding="utf-8")
-    except OSError:
-        return ""
-
-
 def bib_keys(text: str) -> set[str]:
     """The entry keys of a BibTeX/BibLaTeX file (not @comment, @string, @preamble)."""
     return {m["key"] for m in BIB_ENTRY.finditer(text)
@@ -651,14 +602,13 @@ def check_citations(book: Book) -> list[Problem]:
     """Every citation (`@key` that is no cross-reference) names an entry of the
     bibliography `_quarto.yml` names, and that file exists. Pandoc prints an unknown
     key as "?key"; without any bibliography the citation stays as raw `@key`."""
-    config_text = _config_text(book)
     names = book.config.get("bibliography") or []
     names = [names] if isinstance(names, str) else [n for n in names if isinstance(n, str)]
     problems, keys = [], set()
     for name in names:
         path = book.root / name
         if not path.is_file():
-            problems.append(Problem(CONFIG_FILE, _line_of(config_text, name),
+            problems.append(Problem(CONFIG_FILE, _line_of(book.config_text, name),
                                     f"bibliography {name} does not exist"))
         else:
             keys |= bib_keys(path.read_text(encoding="utf-8", errors="replace"))
@@ -680,13 +630,10 @@ def check_citations(book: Book) -> list[Problem]:
 def figure_options(config: dict) -> dict:
     """Quarto's figure defaults for HTML, which Quarto hands to matplotlib: fig-width,
     fig-height (inches) and fig-dpi, from `format: html:` or the top of `_quarto.yml`."""
-    formats = config.get("format")
-    html = formats.get("html") if isinstance(formats, dict) else None
-    options = {}
-    for source in (config, html if isinstance(html, dict) else {}):
-        options.update({k: source[k] for k in ("fig-width", "fig-height", "fig-dpi")
-                        if isinstance(source.get(k), (int, float))})
-    return options
+    formats = config.get("format") if isinstance(config.get("format"), dict) else {}
+    html = formats.get("html") if isinstance(formats.get("html"), dict) else {}
+    return {key: value for source in (config, html) for key, value in source.items()
+            if key in ("fig-width", "fig-height", "fig-dpi") and isinstance(value, (int, float))}
 
 
 def check_figure_defaults(book: Book) -> list[Problem]:
@@ -694,7 +641,7 @@ def check_figure_defaults(book: Book) -> list[Problem]:
     width = figure_options(book.config).get("fig-width", 0)
     if width <= COLUMN_INCHES + FIGURE_TOLERANCE_INCHES:
         return []
-    return [Problem(CONFIG_FILE, _line_of(_config_text(book), "fig-width"), f"fig-width "
+    return [Problem(CONFIG_FILE, _line_of(book.config_text, "fig-width"), f"fig-width "
                     f"{width} is wider than the {COLUMN_INCHES} in text column "
                     "(plots.COLUMN_INCHES)")]
 
@@ -720,8 +667,7 @@ def check_answers(book: Book) -> list[Problem]:
         records = yaml.safe_load(text) or []
         node = yaml.compose(text)
     except yaml.YAMLError as error:
-        return [Problem(ANSWERS_FILE, _yaml_line(error, 1), f"not valid YAML: "
-                        f"{_yaml_reason(error)}")]
+        return [_yaml_problem(ANSWERS_FILE, error, 1)]
     if not isinstance(records, list):
         return [Problem(ANSWERS_FILE, 1, "must be a list of records (- id: ...)")]
     record_lines = [item.start_mark.line + 1 for item in node.value] if records else []
@@ -730,7 +676,7 @@ def check_answers(book: Book) -> list[Problem]:
     try:
         experiments = plan_experiments(book.root)
     except yaml.YAMLError as error:
-        return [Problem(PLAN_FILE, _yaml_line(error, 1), f"not valid YAML: {_yaml_reason(error)}")]
+        return [_yaml_problem(PLAN_FILE, error, 1)]
     problems, seen = [], {}
 
     def report(line, message):
@@ -760,35 +706,28 @@ def check_answers(book: Book) -> list[Problem]:
                                                and record["reason"].strip()):
             report(line, f"{name} needs `reason:`, the verdict's reason in one line (the "
                    "true/false chapter's summary table shows it)")
-        for key in ("experiments", "evidence"):
-            if not isinstance(record.get(key, []), list):
+        for key, known, missing in (("experiments", experiments, f"is not in {PLAN_FILE}"),
+                                    ("evidence", defined, "is not a label in the book")):
+            values = record.get(key, [])
+            if not isinstance(values, list):
                 report(line, f"{name}: `{key}:` must be a list")
-        for experiment in _list(record.get("experiments")):
-            if experiment not in experiments:
-                report(line, f"{name}: experiment {experiment} is not in {PLAN_FILE}"
-                       + _did_you_mean(str(experiment), experiments))
-        for label in _list(record.get("evidence")):
-            if label not in defined:
-                report(line, f"{name}: evidence {label} is not a label in the book"
-                       + _did_you_mean(str(label), defined))
+                continue
+            for value in values:
+                if value not in known:
+                    report(line, f"{name}: {key.removesuffix('s')} {value} {missing}"
+                           + _did_you_mean(str(value), known))
         if qid in QUESTION_IDS and f"sec-{qid}" not in defined:
             report(line, f"{name}: the book has no section {{#sec-{qid}}} for it")
     return problems
 
 
-def _list(value) -> list:
-    return value if isinstance(value, list) else []
-
-
 def unanswered(root: Path) -> list[str]:
     """Question ids without a record in `book/answers.yml` (all of them without the file)."""
-    path = Path(root) / ANSWERS_FILE
     try:
-        records = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    except (OSError, yaml.YAMLError):
-        records = []
-    answered = {r.get("id") for r in records if isinstance(r, dict)} if isinstance(
-        records, list) else set()
+        records = yaml.safe_load((Path(root) / ANSWERS_FILE).read_text(encoding="utf-8"))
+        answered = {record.get("id") for record in records if isinstance(record, dict)}
+    except (OSError, yaml.YAMLError, TypeError):
+        answered = set()
     return [qid for qid in QUESTION_IDS if qid not in answered]
 
 
@@ -798,18 +737,11 @@ def figure_setup(figure: dict | None = None) -> str:
     """The kernel setup: inline matplotlib with the figure size and dpi Quarto's own
     setup gives it (`figure`: fig-width, fig-height, fig-dpi), drawn as PNG so that
     the checker can measure each figure."""
-    figure = figure or {}
-    width = figure.get("fig-width", COLUMN_INCHES)
-    height = figure.get("fig-height", 4)
-    dpi = figure.get("fig-dpi", FIGURE_DPI)
-    return "\n".join([
-        KERNEL_SETUP,
-        "%config InlineBackend.figure_formats = ['png']",
-        "import matplotlib as _mpl",
-        f"_mpl.rcParams.update({{'figure.figsize': ({width}, {height}), 'figure.dpi': {dpi}, "
-        "'savefig.dpi': 'figure'})",
-        "del _mpl",
-    ])
+    figure = {"fig-width": COLUMN_INCHES, "fig-height": 4, "fig-dpi": FIGURE_DPI, **(figure or {})}
+    return (f"{KERNEL_SETUP}\n%config InlineBackend.figure_formats = ['png']\n"
+            "import matplotlib as _mpl\n_mpl.rcParams.update({'figure.figsize': "
+            f"({figure['fig-width']}, {figure['fig-height']}), 'figure.dpi': {figure['fig-dpi']}, "
+            "'savefig.dpi': 'figure'})\ndel _mpl")
 
 
 def chapter_notebook(chapter: Chapter, figure: dict | None = None):
@@ -917,8 +849,8 @@ def outcome_problems(chapter: Chapter, nb, origins: list, last: int,
         errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
         allowed = isinstance(origin, Cell) and "raises-exception" in cell.metadata.get("tags", [])
         if halted and index == last:
-            problems.append(Problem(chapter.file, _line(origin), f"{_describe(origin)} "
-                                    f"{halted}{after}"))
+            problems.append(Problem(chapter.file, getattr(origin, "line", None),
+                                    f"{_describe(origin)} {halted}{after}"))
         elif errors and not allowed:
             error = errors[-1]
             line = _error_line(origin, error, cell.get("execution_count"))
@@ -942,21 +874,18 @@ def _inline_problems(chapter: Chapter, origin: Inline, outputs: list) -> list[Pr
         return [Problem(chapter.file, origin.line, f"{where} has no value (None), so Quarto "
                         "prints its source in the page; make the expression return text")]
     data = shown[-1].get("data", {})
-    if "text/markdown" in data:
-        if not _joined(data["text/markdown"]).strip():
-            return [Problem(chapter.file, origin.line, f"{where} is empty markdown, so Quarto "
-                            "prints its source in the page; build optional phrases in a cell "
-                            "so that the inline value is always text")]
-        return []
-    text = _joined(data.get("text/plain", ""))
-    if NUMPY_REPR.match(text):
+    text, markdown = _joined(data.get("text/plain", "")), "text/markdown" in data
+    if NUMPY_REPR.match(text) and not markdown:
         return [Problem(chapter.file, origin.line, f"{where} renders "
                         f"as {text!r}; convert it with int(), float() or a formatter")]
-    value = _string_value(text)
+    value = _joined(data["text/markdown"]) if markdown else _string_value(text)
     if value is not None and not value.strip():
-        return [Problem(chapter.file, origin.line, f"{where} is empty ({text}), so Quarto "
-                        "prints its source in the page; build optional phrases in a cell so "
-                        "that the inline value is always text")]
+        return [Problem(chapter.file, origin.line, f"{where} is empty "
+                        f"({'markdown' if markdown else text}), so Quarto prints its source in "
+                        "the page; build optional phrases in a cell so that the inline value "
+                        "is always text")]
+    if markdown:
+        return []
     reference = REFERENCE.search(value or "")
     markup = reference or INLINE_MARKUP.search(value or "")
     if markup:
@@ -1103,10 +1032,6 @@ def png_size(data) -> tuple[int, int, float] | None:
         return None
 
 
-def _line(origin) -> int | None:
-    return origin.line if origin is not None else None
-
-
 def _describe(origin) -> str:
     if origin is None:
         return f"the kernel setup `{KERNEL_SETUP}`"
@@ -1120,7 +1045,7 @@ def _error_line(origin, error, execution_count: int | None) -> int | None:
     in this cell (not in a function an earlier cell defined), counted from
     the cell's fence; else the fence itself."""
     if not isinstance(origin, Cell):
-        return _line(origin)
+        return getattr(origin, "line", None)
     traceback = ANSI_CODE.sub("", "\n".join(error.get("traceback", [])))
     lines = [int(m["line"]) for m in CELL_FRAME.finditer(traceback)
              if m["count"] == str(execution_count)]
@@ -1137,22 +1062,21 @@ def _exception_line(error) -> str:
 
 def run_book(book: Book, *, results_dir=None, profile: str | None = None, timeout: int = 600,
              progress: Callable[[str], None] | None = None, data_dir=None) -> list[Problem]:
-    """Run every listed .qmd chapter, the home page too, one fresh kernel each,
-    in the folder `execute-dir` names (the project root for `project`); without
-    the profile's results, say so once instead."""
+    """Run every listed .qmd chapter, the home page too, one fresh kernel each, in
+    the book's root (`execute-dir: project`); without the profile's results, say so
+    once instead."""
     env = kernel_env(results_dir, profile, data_dir)
     missing = results_missing(env, book.root)
     if missing:
         return [missing]
-    project_dir = (book.config.get("project") or {}).get("execute-dir") == "project"
     problems = []
     for chapter in book.chapters:
         if chapter.path.suffix != ".qmd":
             continue  # Quarto does not execute .md
         if progress:
             progress(f"running {chapter.file}")
-        problems += run_chapter(chapter, cwd=book.root if project_dir else chapter.path.parent,
-                                env=env, timeout=timeout, figure=figure_options(book.config))
+        problems += run_chapter(chapter, cwd=book.root, env=env, timeout=timeout,
+                                figure=figure_options(book.config))
     return problems
 
 
@@ -1222,37 +1146,3 @@ def cli(args) -> int:
         print(f"note: no answer record yet for {', '.join(missing)}")
     return 0
 
-
-# --- Rendering with Quarto, when it is installed.
-
-def render(root: Path, profile: str | None = None, *, results_dir=None, to: str | None = None,
-           timeout: int | None = None) -> tuple[int, str]:
-    """Run `quarto render` on the book at `root` with this interpreter as
-    QUARTO_PYTHON; return (exit code, log). Never raises: without Quarto the
-    code is 127, on timeout 124."""
-    quarto = shutil.which("quarto")
-    if quarto is None:
-        return 127, "quarto not on PATH"
-    env = kernel_env(results_dir, profile)
-    env["QUARTO_PYTHON"] = sys.executable
-    command = [quarto, "render"] + (["--to", to] if to else [])
-    try:
-        done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as error:
-        log = "".join(_text(part) for part in (error.stdout, error.stderr))
-        return 124, log + f"\nquarto render did not finish within {timeout} s"
-    except OSError as error:
-        return 126, f"could not run {quarto}: {error}"
-    return done.returncode, done.stdout + done.stderr
-
-
-def _text(output) -> str:
-    if output is None:
-        return ""
-    return output.decode(errors="replace") if isinstance(output, bytes) else output
-
-
-def unresolved(log: str) -> list[str]:
-    """The lines of a render log where Quarto could not resolve a reference or link."""
-    return [line for line in log.splitlines() if any(f in line for f in RENDER_FAILURES)]

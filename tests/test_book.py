@@ -4,11 +4,11 @@ a kernel; the execution checks share two module-level runs (one kernel per
 chapter) to stay fast."""
 import argparse
 import json
-import shutil
 import textwrap
 
 import nbformat
 import pytest
+import rendering
 
 from analysis import book
 
@@ -475,8 +475,8 @@ def test_empty_inline_value_is_reported():
         "always text",
         "book/x.qmd:1: inline `{python} None` has no value (None), so Quarto prints its source "
         "in the page; make the expression return text",
-        "book/x.qmd:1: inline `{python} md` is empty markdown, so Quarto prints its source in "
-        "the page; build optional phrases in a cell so that the inline value is always text"]
+        "book/x.qmd:1: inline `{python} md` is empty (markdown), so Quarto prints its source "
+        "in the page; build optional phrases in a cell so that the inline value is always text"]
 
 
 def inline_values(values):
@@ -723,32 +723,11 @@ def test_output_defects_are_reported_from_the_kernel(broken_run):
 
 
 def test_quarto_render(tmp_path):
-    if shutil.which("quarto") is None:
-        pytest.skip("quarto not on PATH: install Quarto >= 1.9 (pip install quarto-cli) "
-                    "to render the book in tests")
     root = write_book(tmp_path)
-    code, log = book.render(root, "smoke", results_dir=results_dir(root), to="html",
-                            timeout=600)
+    code, log = rendering.render(root, "smoke", results_dir=results_dir(root), to="html",
+                                 timeout=600)
     assert code == 0, log
-    assert book.unresolved(log) == [], log
-
-
-def test_unresolved_picks_the_render_failures_quarto_only_logs():
-    log = ("[1/2] book/lab1.qmd\nWARNING (...) Unable to resolve crossref @fig-x\n"
-           "WARN: Unable to resolve link target: draft.qmd\nOutput created: _book/index.html\n")
-    assert book.unresolved(log) == ["WARNING (...) Unable to resolve crossref @fig-x",
-                                    "WARN: Unable to resolve link target: draft.qmd"]
-
-
-def test_render_without_quarto_reports_instead_of_raising(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert book.render(write_book(tmp_path)) == (127, "quarto not on PATH")
-
-
-
-
-
-
+    assert rendering.unresolved(log) == [], log
 
 
 def test_kernels_get_absolute_folders_whatever_the_user_typed(tmp_path, monkeypatch):
