@@ -297,6 +297,14 @@ def test_duplicate_and_upper_case_labels_are_reported(tmp_path):
         f"book/lab1.qmd:{caps}: label sec-Caps must be lower case"]
 
 
+def test_heading_with_a_figure_label_is_reported(tmp_path):
+    root = write_book(tmp_path, {"book/lab1.qmd": [
+        ("{#sec-tf-01}", "{#sec-tf-01}\n\n### Curves {#fig-lab1-heading}")]})
+    line = line_of(root, "book/lab1.qmd", "{#fig-lab1-heading}")
+    assert static_problems(root) == [f"book/lab1.qmd:{line}: heading id fig-lab1-heading: a "
+                                     "section's label must start with sec-"]
+
+
 def test_figure_without_caption_is_reported(tmp_path):
     root = write_book(tmp_path, {"book/lab1.qmd": [("#| fig-cap: \"Loss and accuracy.\"\n", "")]})
     line = line_of(root, "book/lab1.qmd", "#| label: fig-lab1-g-pair")
