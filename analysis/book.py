@@ -274,8 +274,8 @@ def _read_fence(token, lines: list[str], chapter: Chapter) -> None:
     """A fenced block: a cell when its info string is `{lang}`; a problem when it is
     never closed (it would swallow the rest of the chapter)."""
     begin, end = token.map
-    closer = re.compile(rf" {{0,3}}{re.escape(token.markup[0])}{{{len(token.markup)},}}[ \t]*")
-    if end - begin < 2 or not closer.fullmatch(lines[end - 1]):
+    closer = re.compile(rf"{re.escape(token.markup[0])}{{{len(token.markup)},}}\s*")
+    if end - begin < 2 or not closer.fullmatch(lines[end - 1].lstrip(" \t>")):  # in a list too
         chapter.problems.append(Problem(chapter.file, begin + 1, f"code block opened with "
                                         f"{token.markup} is never closed"))
     cell_info = CELL_INFO.match(token.info.strip())

@@ -586,11 +586,12 @@ def test_table_in_readers_words_passes():
 
 def test_lines_are_counted_across_a_wrapped_code_span_and_an_open_fence_is_reported():
     chapter = book.parse_chapter("# T\n\nA `{python}\nf(1)` and `x\ny` then\n@fig-a, \\@fig-b."
-                                 "\n\n```{python}\nx = 1\n", "c.qmd")
+                                 "\n\n> quoted\n>\n> ```python\n> x\n> ```\n\n```{python}\nx = 1\n",
+                                 "c.qmd")
     assert chapter.inline == [book.Inline(3, "f(1)")]
     assert [(r.key, r.line) for r in chapter.references] == [("fig-a", 6)]  # not the escaped
-    assert [str(p) for p in chapter.problems] == ["c.qmd:8: code block opened with ``` is never "
-                                                  "closed"]
+    assert [str(p) for p in chapter.problems] == ["c.qmd:14: code block opened with ``` is "
+                                                  "never closed"]  # not the quoted one
 
 
 def test_missing_results_are_said_once_before_any_kernel_starts(tmp_path, monkeypatch, capsys):
