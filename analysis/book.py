@@ -1,54 +1,46 @@
-"""`dlbook check`: verify the Quarto book without Quarto.
+"""`dlbook check`: verify the Quarto book without Quarto (not installable everywhere),
+and what a render would not check: this book's rules for its output.
 
-It finds ahead of time what would break a render or leave a hole in it:
+- structure: `_quarto.yml` describes a book whose home page `index.qmd` and every
+  listed chapter exist, and no part has the title of its chapter (shown twice);
+- labels are unique and follow Quarto's rules (lower case, a `fig-`/`tbl-`/`sec-`/
+  `eq-` prefix, no `_` or `.`), figures and tables have captions, every reference
+  (prose and captions) and every link to a chapter resolves, every citation is in
+  the bibliography;
+- answers: each record of `book/answers.yml` names a known question once, answers
+  it, rests on experiments of `experiments/plan.yaml` and labels of the book;
+- code: each chapter's cells and inline `` `{python} expr` `` values run in a fresh
+  Jupyter kernel against the profile's results (missing results are said once,
+  before any kernel starts); figure cells draw, table cells show something;
+- output: an inline value is text, never empty, with no reference, citation or
+  markdown (Quarto escapes them); a table shows no pandas index, no name from the
+  code, no accuracy as a fraction, no "-0"; a figure fits the text column.
 
-- structure: `_quarto.yml` describes a book, its home page `index.qmd` sits
-  next to it and is listed, and every listed chapter and appendix exists;
-- labels: every `{#sec-...}`, `#| label: fig-...` and `::: {#fig-...}` label
-  is unique and follows Quarto's rules (lower case, `fig-`/`tbl-`/`sec-`/`eq-`
-  prefix, no `_` or `.`), figures and tables have captions;
-- references: every `@fig-`/`@tbl-`/`@sec-`/`@eq-` reference (in prose and
-  in captions) resolves to a label, every link to another chapter and every
-  `{{< embed >}}` points at something that exists;
-- answers: every record of `book/answers.yml` names a known question, has an
-  answer (and a true/false verdict for tf-*), rests on experiments that
-  `experiments/plan.yaml` defines and on evidence labels the book defines,
-  and its question has a `sec-<id>` section;
-- parts: no part of `_quarto.yml` has the title of a chapter inside it (the
-  heading would appear twice);
-- citations: every `@key` that is not a cross-reference is a citation, and its
-  key is in the bibliography `_quarto.yml` names (`bibliography: references.bib`);
-- code: each chapter's python cells and inline `` `{python} expr` `` values
-  run in a fresh Jupyter kernel against the existing results, every labelled
-  figure cell draws a figure and every labelled table cell shows something;
-- output: an inline value is never empty (Quarto then prints its source) nor
-  carries markdown (Quarto inserts it as plain text), no table shows pandas'
-  default integer index, and no figure is wider than the text column
-  (`COLUMN_INCHES`, the one rule for figure sizes).
-
-The Markdown reading is deliberately small: just enough of Pandoc's rules to
-tell code from prose and to find labels and references.
-
-`render()` runs the real `quarto render` when Quarto is installed, for tests
-and CI; `unresolved()` picks the failures Quarto only logs out of its log.
+markdown-it-py reads the Markdown (code, prose, line numbers); Pandoc's own syntax
+on top (`{#sec-x}` attributes, `@key`, `#|` options) is matched in the prose.
 """
 from __future__ import annotations
 
-import bisect
+import ast
+import base64
+import binascii
 import difflib
+import io
 import os
 import re
-import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from html import unescape
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import unquote
 
 import yaml
+from markdown_it import MarkdownIt
 
+from analysis import plots
 from analysis.course import QUESTION_IDS
 from analysis.paths import ANSWERS_FILE, DATA_ENV, PLAN_FILE, PROFILE_ENV, PROJECT_ROOT, RESULTS_ENV
 from analysis.plots import COLUMN_INCHES
@@ -56,9 +48,9 @@ from analysis.plots import COLUMN_INCHES
 CONFIG_FILE = "_quarto.yml"
 HOME_PAGE = "index.qmd"
 
-CHAPTER_SUFFIXES = (".qmd", ".md", ".ipynb")
+CHAPTER_SUFFIXES = (".qmd", ".md")
 CROSSREF_PREFIXES = ("fig", "tbl", "sec", "eq")
-CAPTION_OPTIONS = ("fig-cap", "tbl-cap", "fig-subcap", "tbl-subcap")
+CAPTION_OPTIONS = ("fig-cap", "tbl-cap")
 IMAGE_TYPES = ("image/png", "image/svg+xml", "image/jpeg", "application/pdf")
 KERNEL = "python3"
 KERNEL_STARTUP_S = 120
@@ -71,45 +63,26 @@ FIGURE_TOLERANCE_INCHES = 0.05  # bbox_inches="tight" rounds to whole pixels
 # The bibliography Quarto reads, and the entry keys in it: `@article{he2016deep,`.
 BIB_ENTRY = re.compile(r"^\s*@(?P<type>\w+)\s*[{(]\s*(?P<key>[^,\s]+)\s*,", re.MULTILINE)
 BIB_NON_ENTRIES = ("comment", "string", "preamble")
-# What Quarto logs, without failing, for a reference or link it cannot resolve.
-RENDER_FAILURES = ("Unable to resolve crossref", "Unable to resolve link target")
 
-# --- The Markdown patterns. Each one is applied to a chapter's text after
-# front matter and code blocks were blanked out (see `parse_chapter`).
+# --- Reading Markdown.
 
-# A code fence line: 3+ backticks or tildes, indented by at most 3 spaces,
-# then an optional info string (`{python}`, `python`, `{=html}`).
-FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>.*?)\s*$")
+# CommonMark with pipe tables. Without `text_join` an escape such as `\@` stays a
+# token of its own, so the prose keeps its backslash and `\@x` is no citation.
+MARKDOWN = MarkdownIt("commonmark").enable("table").disable("text_join")
 
 # The info string of an executable cell: a language in braces, `{python}` or
 # `{python echo=false}`; not `{.python}` (display only), `{=html}` (raw) nor
 # `{{python}}` (Quarto's way to show a cell without running it).
 CELL_INFO = re.compile(r"^\{(?P<lang>[A-Za-z][\w+-]*)(?:[\s,][^}]*)?\}$")
 
-# A cell option at the top of a cell: `#| key: value` (YAML); other
-# languages write `//|` (ojs) or `%%|` (mermaid, dot).
-OPTION_LINE = re.compile(r"^(?:#|//|%%)\|\s?(?P<yaml>.*)$")
+# A cell option at the top of a cell: `#| key: value` (YAML).
+OPTION_LINE = re.compile(r"^#\|\s?(?P<yaml>.*)$")
 OPTION_KEY = re.compile(r"^(?P<key>[\w-]+)\s*:")
-
-# An inline code span (CommonMark): a run of backticks, then anything up to
-# the same run again. It may wrap onto the next line, never across a blank one.
-CODE_SPAN = re.compile(
-    r"(?<!`)(?P<ticks>`+)(?!`)(?P<body>(?:(?!\n[ \t]*\n).)+?)(?<!`)(?P=ticks)(?!`)", re.DOTALL
-)
 
 # A live value in prose: the code span `{python} expr`.
 INLINE_PYTHON = re.compile(r"^\{python\}\s+(?P<expr>.+)$", re.DOTALL)
 
-# A shortcode such as `{{< embed nb.ipynb#fig-x >}}`; `{{{< ... >}}}` is an
-# escaped one, shown as text.
-SHORTCODE = re.compile(r"(?<!\{)\{\{<\s*(?P<name>[\w-]+)(?P<args>.*?)>\}\}(?!\})", re.DOTALL)
-
-# An HTML comment: its references are not rendered, so they are not checked.
-HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
-
-# An inline link `[text](target "title")`, not an image `![alt](src)`.
-LINK = re.compile(r"(?<!!)\[[^\]\n]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
-# A target with a scheme (https:, mailto:) or `//host` leaves the book.
+# A link target with a scheme (https:, mailto:) or `//host` leaves the book.
 EXTERNAL = re.compile(r"^(?:[A-Za-z][\w+.-]*:|//)")
 
 # A Pandoc attribute block, as after a heading (`# Title {#sec-x}`), on a div
@@ -125,21 +98,6 @@ ATTRIBUTE_ID = re.compile(r"(?:^|\s)#(?P<id>[^\s}]+)")
 REFERENCE = re.compile(r"(?<![\w@\\])@(?:\{(?P<quoted>[^}\s]+)\}|(?P<key>\w[\w:.#$%&\-+?<>~/]*))")
 KEY_TRAILING_PUNCTUATION = ":.#$%&-+?<>~/"
 
-# A level-1 ATX heading, a chapter's title when its front matter has none:
-# `# Preface {.unnumbered}` is titled "Preface".
-TITLE_HEADING = re.compile(r"^#[ \t]+(?P<title>.*?)(?:[ \t]+\{[^{}]*\})?[ \t#]*$", re.MULTILINE)
-
-# Markdown inside an inline string value: Quarto inserts it as plain text, so the
-# reader sees the backticks, asterisks and brackets.
-INLINE_MARKUP = re.compile(r"`|\*\*|\[[^\]\n]*\]\([^)\n]*\)")
-
-# pandas' HTML for a DataFrame whose index is the default 0, 1, 2... (or what is
-# left of it after filtering): an empty corner header cell, then rows that open
-# with an integer header cell, <th>0</th>.
-DATAFRAME_HTML = re.compile(r'<table[^>]*class="dataframe')
-DEFAULT_INDEX_HTML = re.compile(
-    r"<thead>\s*<tr[^>]*>\s*<th></th>.*?<tbody>\s*<tr>\s*<th>-?\d+</th>", re.DOTALL)
-
 # A cross-reference key: a prefix, capitalised or not (`@Fig-x` starts a
 # sentence with "Figure"), a dash, a label name. Other keys are citations.
 CROSSREF_KEY = re.compile(r"^(?P<prefix>fig|tbl|sec|eq|Fig|Tbl|Sec|Eq)-(?P<name>.+)$")
@@ -149,17 +107,45 @@ CROSSREF_KEY = re.compile(r"^(?P<prefix>fig|tbl|sec|eq|Fig|Tbl|Sec|Eq)-(?P<name>
 # (`{#intro}`, `#| label: setup`) are plain anchors and are left alone.
 LABEL_LIKE = re.compile(r"^(?:fig|tbl|sec|eq)[-_.]", re.IGNORECASE)
 
+# --- Reading what the kernel shows.
+
 # What IPython writes for a frame of the failing cell: "Cell In[3], line 5".
 CELL_FRAME = re.compile(r"Cell In\[(?P<count>\d+)\], line (?P<line>\d+)")
 # Terminal colour codes in a traceback.
 ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
+# numpy 2 scalars print as `np.float64(0.5)`; in prose that is a bug, not a number.
+NUMPY_REPR = re.compile(r"^np\.\w+\(")
+
+# Markdown in an inline value's plain text, which Quarto escapes, so that readers see
+# it as typed: code, a link, strong or emphasis (`*x*`, `_x_`; not the `*` of
+# "2 * 3" nor the `_` inside snake_case).
+INLINE_MARKUP = re.compile(r"`[^`\n]+`|\[[^\]\n]*\]\([^)\n]*\)|\*\*[^*\n]+\*\*"
+                           r"|(?<![\w*])\*(?![\s*])[^*\n]+?(?<![\s*])\*(?![\w*])"
+                           r"|(?<!\w)_(?![\s_])[^_\n]+?(?<![\s_])_(?!\w)")
+
+# pandas' HTML for a DataFrame, its rows and their cells.
+DATAFRAME_HTML = re.compile(r'<table[^>]*class="dataframe')
+HTML_TABLE = re.compile(r"<table.*?</table>", re.DOTALL)
+HTML_ROW = re.compile(r"<tr[^>]*>(.*?)</tr>", re.DOTALL)
+HTML_CELL = re.compile(r"<t[hd][^>]*>(.*?)</t[hd]>", re.DOTALL)
+
+# What a table must not show readers: a name from the code (`weight_decay`, a
+# Python value), accuracy as a fraction ("0.1008" under an accuracy header) or a
+# negative number rounded to zero ("-0", "-0.0", "-0.00 points").
+SNAKE_CASE = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+")
+PYTHON_VALUES = ("None", "nan", "NaN")  # True and False can be verdicts: see _code_values
+ACCURACY_HEADER = re.compile(r"\bacc(?:uracy)?\b", re.IGNORECASE)
+FRACTION = re.compile(r"-?\d*\.\d+")
+NEGATIVE_ZERO = re.compile(r"(?<![\w.])[-−]0(?:\.0+)?(?!\.?\d)")
+MISSING_CELLS = ("", "–")
 
 
 # --- What a check reports and what it reads.
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing to fix, at a file (relative to the book root) and a line when known."""
+    """One thing to fix, at a file (relative to the book root) and a line when known;
+    a problem of the whole check has no file."""
 
     file: str
     line: int | None
@@ -167,32 +153,41 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.message}"
+        return f"{where}: {self.message}" if where else self.message
 
 
-@dataclass(frozen=True)
-class Label:
-    """A label the book defines; `kind` says how: heading, div, attribute, cell,
-    subcaption (fig-x-1 of a cell with `fig-subcap`) or embed."""
-
+class Label(NamedTuple):
+    """A label the book defines, where; `heading` for `# Title {#sec-x}`."""
     name: str
     file: str
-    line: int | None
-    kind: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.file}:{self.line}" if self.line else self.file
+    line: int
+    heading: bool = False
 
 
-@dataclass(frozen=True)
-class Reference:
-    """`@key` as written in the book, and the label it asks for (`@Fig-x` asks for fig-x)."""
-
+class Reference(NamedTuple):
+    """`@key` as written, and the label it asks for (`@Fig-x` asks for fig-x)."""
     key: str
     label: str
     file: str
-    line: int | None
+    line: int
+
+
+class Citation(NamedTuple):
+    """`@key` (or `[@key]`) that is not a cross-reference: a bibliography entry."""
+    key: str
+    file: str
+    line: int
+
+
+class Inline(NamedTuple):
+    """An inline live value `` `{python} expr` `` and the line it starts on."""
+    line: int
+    expr: str
+
+
+class Link(NamedTuple):
+    line: int
+    target: str
 
 
 @dataclass
@@ -210,31 +205,6 @@ class Cell:
         return str(self.options.get("label") or "")
 
 
-@dataclass(frozen=True)
-class Citation:
-    """`@key` (or `[@key]`) that is not a cross-reference: a bibliography entry."""
-
-    key: str
-    file: str
-    line: int | None
-
-
-@dataclass(frozen=True)
-class Inline:
-    """An inline live value `` `{python} expr` `` and the line it starts on."""
-
-    line: int
-    expr: str
-
-
-@dataclass(frozen=True)
-class Pointer:
-    """A link target or an embed target, where it was written."""
-
-    line: int
-    target: str
-
-
 @dataclass
 class Chapter:
     """What the checks need from one chapter file."""
@@ -247,8 +217,7 @@ class Chapter:
     labels: list[Label] = field(default_factory=list)
     references: list[Reference] = field(default_factory=list)
     citations: list[Citation] = field(default_factory=list)
-    links: list[Pointer] = field(default_factory=list)
-    embeds: list[Pointer] = field(default_factory=list)
+    links: list[Link] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     title: str = ""  # front matter `title:`, else the first `# ` heading
 
@@ -263,83 +232,88 @@ class Book:
     listed: list[str]
     chapters: list[Chapter]
     problems: list[Problem]
-    embedded: list[Label] = field(default_factory=list)  # labels `{{< embed >}}` brings in
+    config_text: str = ""  # for the lines of problems in it
 
 
 # --- Reading one chapter.
 
 def parse_chapter(text: str, file: str, path: Path | None = None) -> Chapter:
-    """Find the cells, inline values, labels, references, links and embeds of
-    a .qmd/.md chapter's text. `file` names it in problems."""
+    """Find the cells, inline values, labels, references, citations and links of a
+    .qmd/.md chapter's text. `file` names it in problems."""
     chapter = Chapter(file=file, path=path or Path(file))
     lines = text.split("\n")
-    prose = list(lines)  # the text with front matter and code blocks blanked
     start = _read_front_matter(lines, chapter)
-    for first in range(start):
-        prose[first] = ""
-
-    i = start
-    while i < len(lines):
-        fence = _opening_fence(lines[i])
-        if fence is None:
-            i += 1
-            continue
-        marker, info = fence
-        close = next((j for j in range(i + 1, len(lines)) if _closes(lines[j], marker)), None)
-        if close is None:
-            chapter.problems.append(Problem(file, i + 1, f"code block opened with {marker} "
-                                            "is never closed"))
-            close = len(lines)
-        cell_info = CELL_INFO.match(info)
-        if cell_info:
-            chapter.cells.append(_parse_cell(cell_info["lang"], lines[i + 1:close], i + 1,
-                                             chapter))
-        for j in range(i, min(close + 1, len(lines))):
-            prose[j] = ""
-        i = close + 1
-
-    text = "\n".join(prose)
-    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
-
-    def line_at(offset: int) -> int:
-        return bisect.bisect_right(line_starts, offset)
-
-    spans, text = _cut(CODE_SPAN, text)
-    for m in spans:
-        inline = INLINE_PYTHON.match(m["body"].strip())
-        if inline:
-            chapter.inline.append(Inline(line_at(m.start()), inline["expr"].strip()))
-    shortcodes, text = _cut(SHORTCODE, text)
-    for m in shortcodes:
-        if m["name"] == "embed" and m["args"].split():
-            chapter.embeds.append(Pointer(line_at(m.start()), m["args"].split()[0]))
-    _, text = _cut(HTML_COMMENT, text)
-    links, text = _cut(LINK, text, group="target")  # a URL may contain `@`
-    chapter.links = [Pointer(line_at(m.start("target")), m["target"]) for m in links]
-
-    for m in ATTRIBUTES.finditer(text):
-        for id_match in ATTRIBUTE_ID.finditer(m["attrs"]):
-            name = id_match["id"]
-            if LABEL_LIKE.match(name):
-                line = line_at(m.start())
-                chapter.labels.append(Label(name, file, line, _attribute_kind(lines[line - 1])))
-    chapter.references += _references_in(text, file, line_at)
-    chapter.citations += _citations_in(text, file, line_at)
+    tokens = MARKDOWN.parse("\n" * start + "\n".join(lines[start:]))  # lines keep their numbers
+    for n, token in enumerate(tokens):
+        if token.type == "fence":
+            _read_fence(token, lines, chapter)
+        elif token.type == "inline" and token.map:
+            first = token.map[0] + 1
+            prose = _prose(token, first, chapter)
+            _read_keys(chapter, prose, first)
+            for m in ATTRIBUTES.finditer(prose):
+                line = first + prose.count("\n", 0, m.start())
+                heading = tokens[n - 1].type == "heading_open"
+                chapter.labels += [Label(i["id"], file, line, heading)
+                                   for i in ATTRIBUTE_ID.finditer(m["attrs"])
+                                   if LABEL_LIKE.match(i["id"])]
+            if not chapter.title and tokens[n - 1].tag == "h1":
+                chapter.title = ATTRIBUTES.sub("", token.content).strip()
     for cell in chapter.cells:
         for option in CAPTION_OPTIONS:
-            captions = cell.options.get(option)
-            for caption in captions if isinstance(captions, list) else [captions]:
-                if isinstance(caption, str):
-                    line = cell.option_lines.get(option, cell.line)
-                    chapter.references += _references_in(caption, file, lambda _, n=line: n)
-                    chapter.citations += _citations_in(caption, file, lambda _, n=line: n)
+            if isinstance(cell.options.get(option), str):
+                _read_keys(chapter, cell.options[option], cell.option_lines.get(option, cell.line))
     chapter.labels.sort(key=lambda label: label.line)
     chapter.references.sort(key=lambda ref: ref.line)
     chapter.citations.sort(key=lambda cite: cite.line)
-    title = chapter.front_matter.get("title")
-    heading = TITLE_HEADING.search(text)
-    chapter.title = str(title) if title else (heading["title"].strip() if heading else "")
+    chapter.title = str(chapter.front_matter.get("title") or chapter.title)
     return chapter
+
+
+def _read_fence(token, lines: list[str], chapter: Chapter) -> None:
+    """A fenced block: a cell when its info string is `{lang}`; a problem when it is
+    never closed (it would swallow the rest of the chapter)."""
+    begin, end = token.map
+    closer = re.compile(rf"{re.escape(token.markup[0])}{{{len(token.markup)},}}\s*")
+    if end - begin < 2 or not closer.fullmatch(lines[end - 1].lstrip(" \t>")):  # in a list too
+        chapter.problems.append(Problem(chapter.file, begin + 1, f"code block opened with "
+                                        f"{token.markup} is never closed"))
+    cell_info = CELL_INFO.match(token.info.strip())
+    if cell_info:
+        body = token.content.removesuffix("\n").split("\n")
+        chapter.cells.append(_parse_cell(cell_info["lang"], body, begin + 1, chapter))
+
+
+def _prose(token, first: int, chapter: Chapter) -> str:
+    """The text of one inline block (paragraph, heading, table cell) as Pandoc's syntax
+    sees it, lines kept: escapes as written, code spans and HTML comments blanked. Inline
+    values and links found on the way go into `chapter`."""
+    text = ""
+    for child in token.children:
+        line = first + text.count("\n")
+        if child.type in ("softbreak", "hardbreak"):
+            text += "\n"
+        elif child.type == "code_inline":
+            inline = INLINE_PYTHON.match(child.content.strip())
+            if inline:
+                chapter.inline.append(Inline(line, inline["expr"].strip()))
+            text += " " + "\n" * _span_breaks(token.content, text.count("\n"), child)
+        elif child.type == "html_inline":
+            text += "\n" * child.content.count("\n")
+        elif child.type == "link_open":
+            chapter.links.append(Link(line, child.attrs["href"]))
+        else:  # text, an escape as written, an image's description, the rest ""
+            text += child.markup if child.type == "text_special" else child.content
+    return text
+
+
+def _span_breaks(source: str, lines_before: int, span) -> int:
+    """How many line breaks a code span wraps over: markdown-it gives its text with
+    breaks turned into spaces, so find it in the block's source from its line on."""
+    body = "[ \n]".join(map(re.escape, span.content.split(" ")))
+    ticks = re.escape(span.markup)
+    found = re.search(f"{ticks}[ \n]?{body}[ \n]?{ticks}", source.split("\n", lines_before)[-1])
+    return found.group().count("\n") if found else 0
 
 
 def _read_front_matter(lines: list[str], chapter: Chapter) -> int:
@@ -355,29 +329,13 @@ def _read_front_matter(lines: list[str], chapter: Chapter) -> int:
     try:
         front_matter = yaml.safe_load("\n".join(lines[1:end])) or {}
     except yaml.YAMLError as error:
-        chapter.problems.append(Problem(chapter.file, _yaml_line(error, 2),
-                                        f"front matter is not valid YAML: {_yaml_reason(error)}"))
+        chapter.problems.append(_yaml_problem(chapter.file, error, 2, "front matter is "))
         front_matter = {}
     if isinstance(front_matter, dict):
         chapter.front_matter = front_matter
     else:
         chapter.problems.append(Problem(chapter.file, 1, "front matter must be a YAML mapping"))
     return end + 1
-
-
-def _opening_fence(line: str) -> tuple[str, str] | None:
-    """(fence, info string) when `line` opens a code block."""
-    m = FENCE.match(line)
-    if not m or (m["fence"][0] == "`" and "`" in m["info"]):
-        return None
-    return m["fence"], m["info"]
-
-
-def _closes(line: str, marker: str) -> bool:
-    """A closing fence: the opening character, at least as many, nothing after."""
-    m = FENCE.match(line)
-    return bool(m) and not m["info"] and m["fence"][0] == marker[0] \
-        and len(m["fence"]) >= len(marker)
 
 
 def _parse_cell(lang: str, body: list[str], fence_line: int, chapter: Chapter) -> Cell:
@@ -394,8 +352,8 @@ def _parse_cell(lang: str, body: list[str], fence_line: int, chapter: Chapter) -
     try:
         options = yaml.safe_load("\n".join(option_text)) or {}
     except yaml.YAMLError as error:
-        chapter.problems.append(Problem(chapter.file, _yaml_line(error, fence_line + 1),
-                                        f"cell options are not valid YAML: {_yaml_reason(error)}"))
+        chapter.problems.append(_yaml_problem(chapter.file, error, fence_line + 1,
+                                              "cell options are "))
         options = {}
     if not isinstance(options, dict):
         chapter.problems.append(Problem(chapter.file, fence_line + 1,
@@ -404,81 +362,29 @@ def _parse_cell(lang: str, body: list[str], fence_line: int, chapter: Chapter) -
     cell = Cell(fence_line, lang, "\n".join(body), options, option_lines)
     if cell.label:
         line = option_lines.get("label", fence_line)
-        chapter.labels.append(Label(cell.label, chapter.file, line, "cell"))
-        for kind in ("fig", "tbl"):
-            subcaptions = options.get(f"{kind}-subcap")
-            if cell.label.startswith(f"{kind}-") and isinstance(subcaptions, list):
-                chapter.labels += [Label(f"{cell.label}-{k}", chapter.file, line, "subcaption")
-                                   for k in range(1, len(subcaptions) + 1)]
+        chapter.labels.append(Label(cell.label, chapter.file, line))
     return cell
 
 
-def _cut(pattern: re.Pattern, text: str, group: int | str = 0) -> tuple[list[re.Match], str]:
-    """The matches of `pattern`, and `text` with each match's `group` blanked
-    out. Newlines stay, so offsets and line numbers keep their meaning."""
-    matches = list(pattern.finditer(text))
-    chars = list(text)
-    for m in matches:
-        for k in range(*m.span(group)):
-            if chars[k] != "\n":
-                chars[k] = " "
-    return matches, "".join(chars)
-
-
-def _attribute_kind(line: str) -> str:
-    stripped = line.lstrip()
-    if stripped.startswith("#"):
-        return "heading"
-    if stripped.startswith(":::"):
-        return "div"
-    return "attribute"
-
-
-def _references_in(text: str, file: str, line_at: Callable[[int], int]) -> list[Reference]:
-    """Every cross-reference in prose `text` (code already blanked out)."""
-    found = []
+def _read_keys(chapter: Chapter, text: str, first: int) -> None:
+    """Add the cross-references and the citations in prose `text`, which starts at
+    line `first`, to `chapter`."""
     for m in REFERENCE.finditer(text):
         key = m["quoted"] or m["key"].rstrip(KEY_TRAILING_PUNCTUATION)
+        line = first + text.count("\n", 0, m.start())
         crossref = CROSSREF_KEY.match(key)
         if crossref:
             label = f"{crossref['prefix'].lower()}-{crossref['name']}"
-            found.append(Reference(key, label, file, line_at(m.start())))
-    return found
+            chapter.references.append(Reference(key, label, chapter.file, line))
+        else:
+            chapter.citations.append(Citation(key, chapter.file, line))
 
 
-def _citations_in(text: str, file: str, line_at: Callable[[int], int]) -> list[Citation]:
-    """Every citation in prose `text`: `@key` whose key is not a cross-reference."""
-    found = []
-    for m in REFERENCE.finditer(text):
-        key = m["quoted"] or m["key"].rstrip(KEY_TRAILING_PUNCTUATION)
-        if not CROSSREF_KEY.match(key):
-            found.append(Citation(key, file, line_at(m.start())))
-    return found
-
-
-def _yaml_line(error: yaml.YAMLError, first_line: int) -> int:
-    """The file line of a YAML error in text that starts at `first_line`."""
+def _yaml_problem(file: str, error: yaml.YAMLError, first_line: int, what: str = "") -> Problem:
+    """`what` (in `file`, from line `first_line` on) is not valid YAML, at the error's line."""
     mark = getattr(error, "problem_mark", None)
-    return first_line + mark.line if mark else first_line
-
-
-def _yaml_reason(error: yaml.YAMLError) -> str:
-    return getattr(error, "problem", None) or str(error).splitlines()[0]
-
-
-def notebook_as_qmd(path: Path) -> str:
-    """An .ipynb chapter as .qmd text (markdown cells as is, code cells
-    fenced), so the same reading applies; Quarto does not execute it."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    parts = []
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            parts.append(cell.source)
-        elif cell.cell_type == "code":
-            parts.append("```{python}\n" + cell.source + "\n```")
-    return "\n\n".join(parts)
+    reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return Problem(file, first_line + (mark.line if mark else 0), f"{what}not valid YAML: {reason}")
 
 
 # --- Reading the book.
@@ -494,8 +400,7 @@ def read_book(root: Path) -> Book:
     try:
         config = yaml.safe_load(config_text) or {}
     except yaml.YAMLError as error:
-        return Book(root, {}, [], [], [Problem(CONFIG_FILE, _yaml_line(error, 1),
-                                               f"not valid YAML: {_yaml_reason(error)}")])
+        return Book(root, {}, [], [], [_yaml_problem(CONFIG_FILE, error, 1)])
     if not isinstance(config, dict):
         return Book(root, {}, [], [], [Problem(CONFIG_FILE, 1, "must be a YAML mapping")])
 
@@ -530,52 +435,25 @@ def read_book(root: Path) -> Book:
             problems.append(Problem(CONFIG_FILE, line, f"{file}: a chapter must be one of "
                                     f"{', '.join(CHAPTER_SUFFIXES)}"))
         elif not path.is_file():
+            unlisted = {p.relative_to(root).as_posix() for p in path.parent.glob("*.*md")}
             problems.append(Problem(CONFIG_FILE, line, f"chapter {file} does not exist"
-                                    + _did_you_mean(file, _sibling_chapters(root, file, listed))))
+                                    + _did_you_mean(file, unlisted - set(listed))))
         else:
-            chapters.append(_read_chapter(root, file))
-    embedded, embed_problems = _embedded_labels(root, chapters)
-    return Book(root, config, listed, chapters, problems + embed_problems, embedded)
+            chapters.append(parse_chapter(path.read_text(encoding="utf-8"), file, path))
+    return Book(root, config, listed, chapters, problems, config_text)
 
 
 def listed_files(config: dict) -> list[str]:
-    """Every file `book: chapters:` and `book: appendices:` list, in order,
-    through parts (`- part: ... chapters: [...]`)."""
+    """Every file `book: chapters:` and `book: appendices:` list, in order."""
     book = config.get("book") or {}
     return _flatten(book.get("chapters")) + _flatten(book.get("appendices"))
 
 
 def _flatten(entries) -> list[str]:
-    files = []
-    for entry in entries or []:
-        if isinstance(entry, str):
-            files.append(_normal(entry))
-        elif isinstance(entry, dict):
-            part = entry.get("part")  # a title, or a file that opens the part
-            if isinstance(part, str) and part.endswith(CHAPTER_SUFFIXES):
-                files.append(_normal(part))
-            if isinstance(entry.get("href"), str):
-                files.append(_normal(entry["href"]))
-            files += _flatten(entry.get("chapters"))
-    return files
-
-
-def _normal(file: str) -> str:
-    return file.strip().removeprefix("./")
-
-
-def _read_chapter(root: Path, file: str) -> Chapter:
-    path = root / file
-    if path.suffix == ".ipynb":
-        chapter = parse_chapter(notebook_as_qmd(path), file, path)
-        # Lines of the converted text mean nothing in the notebook: drop them.
-        chapter.labels = [replace(x, line=None) for x in chapter.labels]
-        chapter.references = [replace(r, line=None) for r in chapter.references]
-        chapter.problems = [replace(p, line=None) for p in chapter.problems]
-        chapter.cells = [replace(c, line=0, option_lines={}) for c in chapter.cells]
-        chapter.links, chapter.embeds = [], []
-        return chapter
-    return parse_chapter(path.read_text(encoding="utf-8"), file, path)
+    """The files a `chapters:` list names, through parts (`- part: ... chapters: [...]`)."""
+    return [file for entry in entries or [] for file in (
+        [entry.strip().removeprefix("./")] if isinstance(entry, str)
+        else _flatten(entry.get("chapters")) if isinstance(entry, dict) else [])]
 
 
 def _line_of(text: str, needle: str) -> int | None:
@@ -584,15 +462,6 @@ def _line_of(text: str, needle: str) -> int | None:
         if needle in line and not line.lstrip().startswith("#"):
             return n
     return None
-
-
-def _sibling_chapters(root: Path, file: str, listed: list[str]) -> list[str]:
-    """Unlisted chapter files next to where `file` should be: what a typo meant."""
-    folder = (root / file).parent
-    if not folder.is_dir():
-        return []
-    siblings = (p.relative_to(root).as_posix() for p in folder.iterdir())
-    return [s for s in siblings if s.endswith(CHAPTER_SUFFIXES) and s not in listed]
 
 
 def _did_you_mean(word: str, candidates) -> str:
@@ -604,57 +473,7 @@ def _did_you_mean(word: str, candidates) -> str:
 
 def book_labels(book: Book) -> list[Label]:
     """Every label the book defines, in book order, duplicates included."""
-    return [label for chapter in book.chapters for label in chapter.labels] + book.embedded
-
-
-def _embedded_labels(root: Path, chapters: list[Chapter]) -> tuple[list[Label], list[Problem]]:
-    """Labels that `{{< embed nb.ipynb#label >}}` brings in, and problems with
-    the embeds: a missing notebook, or no cell with that label and output."""
-    import nbformat
-
-    labels, problems = [], []
-    for chapter in chapters:
-        for embed in chapter.embeds:
-            path_part, _, cell_label = embed.target.partition("#")
-            if path_part.startswith("/"):  # project relative
-                path = root / path_part.lstrip("/")
-            else:
-                path = chapter.path.parent / path_part
-            if not path.is_file():
-                problems.append(Problem(chapter.file, embed.line,
-                                        f"embed {embed.target}: {path_part} does not exist"))
-                continue
-            if not cell_label:
-                continue
-            try:
-                nb = nbformat.read(path, as_version=4)
-            except Exception as error:  # noqa: BLE001 - any unreadable notebook is a problem
-                problems.append(Problem(chapter.file, embed.line,
-                                        f"embed {embed.target}: cannot read the notebook: {error}"))
-                continue
-            cells = [c for c in nb.cells if c.cell_type == "code"
-                     and _notebook_cell_label(c.source) == cell_label]
-            if not cells:
-                problems.append(Problem(chapter.file, embed.line, f"embed {embed.target}: "
-                                        f"no cell with `#| label: {cell_label}` in {path_part}"))
-            elif not cells[0].get("outputs"):
-                problems.append(Problem(chapter.file, embed.line, f"embed {embed.target}: the "
-                                        "cell has no stored output (Quarto embeds stored "
-                                        "outputs; run the notebook and save it)"))
-            if LABEL_LIKE.match(cell_label):
-                labels.append(Label(cell_label, chapter.file, embed.line, "embed"))
-    return labels, problems
-
-
-def _notebook_cell_label(source: str) -> str | None:
-    for line in source.splitlines():
-        m = OPTION_LINE.match(line)
-        if not m:
-            return None
-        key = OPTION_KEY.match(m["yaml"])
-        if key and key["key"] == "label":
-            return m["yaml"].split(":", 1)[1].strip().strip("'\"")
-    return None
+    return [label for chapter in book.chapters for label in chapter.labels]
 
 
 def label_rule_violation(name: str) -> str | None:
@@ -679,14 +498,15 @@ def check_labels(book: Book) -> list[Problem]:
     problems, first = [], {}
     for label in book_labels(book):
         if label.name in first:
+            other = first[label.name]
             problems.append(Problem(label.file, label.line, f"label {label.name} is defined "
-                                    f"twice (also at {first[label.name].where})"))
+                                    f"twice (also at {other.file}:{other.line})"))
         else:
             first[label.name] = label
         reason = label_rule_violation(label.name)
         if reason:
             problems.append(Problem(label.file, label.line, f"label {label.name} {reason}"))
-        elif label.kind == "heading" and not label.name.startswith("sec-"):
+        elif label.heading and not label.name.startswith("sec-"):
             problems.append(Problem(label.file, label.line, f"heading id {label.name}: a "
                                     "section's label must start with sec-"))
     for chapter in book.chapters:
@@ -709,9 +529,7 @@ def check_labels(book: Book) -> list[Problem]:
 def check_references(book: Book) -> list[Problem]:
     """Every cross-reference resolves to a label the book defines, and none
     points at a figure or table of the unnumbered home page."""
-    defined = {}
-    for label in book_labels(book):
-        defined.setdefault(label.name, label)
+    defined = {label.name: label for label in reversed(book_labels(book))}  # the first wins
     problems = []
     for chapter in book.chapters:
         for ref in chapter.references:
@@ -727,57 +545,41 @@ def check_references(book: Book) -> list[Problem]:
 
 
 def check_links(book: Book) -> list[Problem]:
-    """Links to other chapters (`[text](lab1.qmd#sec-x)`, `[text](#sec-x)`)
-    point at a listed chapter and, for a label anchor, at a defined label."""
+    """Links to other chapters (`[text](lab1.qmd#sec-x)`) point at a listed chapter
+    and, for a label anchor, at a label that chapter defines."""
     listed = {(book.root / file).resolve() for file in book.listed}
     labels_in: dict[Path, set[str]] = {}
     for label in book_labels(book):
         labels_in.setdefault((book.root / label.file).resolve(), set()).add(label.name)
-    every_label = set().union(*labels_in.values()) if labels_in else set()
     problems = []
     for chapter in book.chapters:
         for link in chapter.links:
-            if EXTERNAL.match(link.target):
-                continue
             path_part, _, anchor = unquote(link.target).partition("#")
-            wants_label = bool(anchor) and LABEL_LIKE.match(anchor)
-            if not path_part:
-                if wants_label and anchor not in every_label:
-                    problems.append(Problem(chapter.file, link.line, f"link #{anchor} points "
-                                            "at no label" + _did_you_mean(anchor, every_label)))
+            if EXTERNAL.match(link.target) or not path_part.endswith(CHAPTER_SUFFIXES):
                 continue
-            if not path_part.endswith(CHAPTER_SUFFIXES):
-                continue
-            base = book.root if path_part.startswith("/") else chapter.path.parent
-            target = (base / path_part.lstrip("/")).resolve()
-            if not target.is_file():
-                problems.append(Problem(chapter.file, link.line,
-                                        f"link {link.target}: {path_part} does not exist"))
-            elif target not in listed:
-                problems.append(Problem(chapter.file, link.line, f"link {link.target}: "
-                                        f"{path_part} is not a chapter in {CONFIG_FILE}, so "
-                                        "Quarto cannot resolve the link"))
-            elif wants_label and anchor not in labels_in.get(target, set()):
-                problems.append(Problem(chapter.file, link.line, f"link {link.target}: "
-                                        f"{path_part} defines no label {anchor}"))
+            target = (chapter.path.parent / path_part).resolve()
+            reason = (f"{path_part} does not exist" if not target.is_file() else
+                      f"{path_part} is not a chapter in {CONFIG_FILE}, so Quarto cannot "
+                      "resolve the link" if target not in listed else
+                      f"{path_part} defines no label {anchor}" if LABEL_LIKE.match(anchor)
+                      and anchor not in labels_in.get(target, set()) else None)
+            if reason:
+                problems.append(Problem(chapter.file, link.line, f"link {link.target}: {reason}"))
     return problems
 
 
 def check_parts(book: Book) -> list[Problem]:
     """No part has the title of a chapter inside it: Quarto prints the part's title
     page and then the chapter's heading, the same words twice."""
-    config_text = _config_text(book)
     problems = []
     titles = {chapter.file: chapter.title for chapter in book.chapters}
     for entry in (book.config.get("book") or {}).get("chapters") or []:
         if not isinstance(entry, dict) or not isinstance(entry.get("part"), str):
             continue
         part = entry["part"]
-        if part.endswith(CHAPTER_SUFFIXES):
-            continue  # a part opened by a file has that file's title
         for file in _flatten(entry.get("chapters")):
             if _same_title(part, titles.get(file, "")):
-                problems.append(Problem(CONFIG_FILE, _line_of(config_text, part),
+                problems.append(Problem(CONFIG_FILE, _line_of(book.config_text, part),
                                         f"part \"{part}\" has the title of its chapter {file}, "
                                         "so the book shows it twice: rename the part (or "
                                         "retitle the chapter)"))
@@ -790,40 +592,6 @@ def _same_title(a: str, b: str) -> bool:
     return bool(words(a)) and words(a) == words(b)
 
 
-def _config_text(book: Book) -> str:
-    try:
-        return (book.root / CONFIG_FILE).read_text(encoding="utf-8")
-    except OSError:
-        return ""
-
-
-def bibliographies(book: Book) -> list[tuple[str, Path, str]]:
-    """Each bibliography the book names, as (where it is named, path, name as written):
-    `bibliography:` at the top of `_quarto.yml`, under a format, or in a chapter's
-    front matter (relative to that chapter)."""
-    def named(value) -> list[str]:
-        if isinstance(value, str):
-            return [value]
-        return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-    found = [(CONFIG_FILE, book.root / name, name)
-             for name in named(book.config.get("bibliography"))]
-    formats = book.config.get("format")
-    for options in (formats.values() if isinstance(formats, dict) else []):
-        if isinstance(options, dict):
-            found += [(CONFIG_FILE, book.root / name, name)
-                      for name in named(options.get("bibliography"))]
-    for chapter in book.chapters:
-        found += [(chapter.file, chapter.path.parent / name, name)
-                  for name in named(chapter.front_matter.get("bibliography"))]
-    unique, seen = [], set()
-    for where, path, name in found:
-        if path.resolve() not in seen:
-            seen.add(path.resolve())
-            unique.append((where, path, name))
-    return unique
-
-
 def bib_keys(text: str) -> set[str]:
     """The entry keys of a BibTeX/BibLaTeX file (not @comment, @string, @preamble)."""
     return {m["key"] for m in BIB_ENTRY.finditer(text)
@@ -832,17 +600,18 @@ def bib_keys(text: str) -> set[str]:
 
 def check_citations(book: Book) -> list[Problem]:
     """Every citation (`@key` that is no cross-reference) names an entry of the
-    bibliography, and the bibliography files exist. Pandoc prints an unknown key
-    as "?key"; without any bibliography the citation stays as raw `@key`."""
-    config_text = _config_text(book)
-    problems, keys, names = [], set(), []
-    for where, path, name in bibliographies(book):
-        names.append(name)
+    bibliography `_quarto.yml` names, and that file exists. Pandoc prints an unknown
+    key as "?key"; without any bibliography the citation stays as raw `@key`."""
+    names = book.config.get("bibliography") or []
+    names = [names] if isinstance(names, str) else [n for n in names if isinstance(n, str)]
+    problems, keys = [], set()
+    for name in names:
+        path = book.root / name
         if not path.is_file():
-            line = _line_of(config_text, name) if where == CONFIG_FILE else None
-            problems.append(Problem(where, line, f"bibliography {name} does not exist"))
-            continue
-        keys |= bib_keys(path.read_text(encoding="utf-8", errors="replace"))
+            problems.append(Problem(CONFIG_FILE, _line_of(book.config_text, name),
+                                    f"bibliography {name} does not exist"))
+        else:
+            keys |= bib_keys(path.read_text(encoding="utf-8", errors="replace"))
     for chapter in book.chapters:
         for cite in chapter.citations:
             if not names:
@@ -861,45 +630,34 @@ def check_citations(book: Book) -> list[Problem]:
 def figure_options(config: dict) -> dict:
     """Quarto's figure defaults for HTML, which Quarto hands to matplotlib: fig-width,
     fig-height (inches) and fig-dpi, from `format: html:` or the top of `_quarto.yml`."""
-    formats = config.get("format")
-    html = formats.get("html") if isinstance(formats, dict) else None
-    options = {}
-    for source in (config, html if isinstance(html, dict) else {}):
-        options.update({k: source[k] for k in ("fig-width", "fig-height", "fig-dpi")
-                        if isinstance(source.get(k), (int, float))})
-    return options
+    formats = config.get("format") if isinstance(config.get("format"), dict) else {}
+    html = formats.get("html") if isinstance(formats.get("html"), dict) else {}
+    return {key: value for source in (config, html) for key, value in source.items()
+            if key in ("fig-width", "fig-height", "fig-dpi") and isinstance(value, (int, float))}
 
 
 def check_figure_defaults(book: Book) -> list[Problem]:
-    """`fig-width` in `_quarto.yml` (top level or any format) fits the column."""
-    config_text = _config_text(book)
-    formats = book.config.get("format")
-    sources = [("", book.config)] + [(f"{name}: ", options) for name, options in
-                                     (formats.items() if isinstance(formats, dict) else [])
-                                     if isinstance(options, dict)]
-    problems = []
-    for where, options in sources:
-        width = options.get("fig-width")
-        if isinstance(width, (int, float)) and width > COLUMN_INCHES + FIGURE_TOLERANCE_INCHES:
-            problems.append(Problem(CONFIG_FILE, _line_of(config_text, "fig-width"),
-                                    f"{where}fig-width {width} is wider than the "
-                                    f"{COLUMN_INCHES} in text column (plots.COLUMN_INCHES)"))
-    return problems
+    """The `fig-width` `_quarto.yml` gives the HTML figures fits the column."""
+    width = figure_options(book.config).get("fig-width", 0)
+    if width <= COLUMN_INCHES + FIGURE_TOLERANCE_INCHES:
+        return []
+    return [Problem(CONFIG_FILE, _line_of(book.config_text, "fig-width"), f"fig-width "
+                    f"{width} is wider than the {COLUMN_INCHES} in text column "
+                    "(plots.COLUMN_INCHES)")]
 
 
-def plan_experiments(root: Path) -> set[str] | None:
-    """Names of the experiments `experiments/plan.yaml` defines; None without a plan."""
+def plan_experiments(root: Path) -> set[str]:
+    """Names of the experiments `experiments/plan.yaml` defines (none without a plan)."""
     path = Path(root) / PLAN_FILE
     if not path.is_file():
-        return None
+        return set()
     plan = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     return set((plan.get("experiments") or {}) if isinstance(plan, dict) else {})
 
 
-def check_answers(book: Book, *, complete: bool = False) -> list[Problem]:
+def check_answers(book: Book) -> list[Problem]:
     """Every record of `book/answers.yml` is well formed, names a known
-    question once, and rests on experiments and evidence that exist.
-    `complete` also requires a record for every question."""
+    question once, and rests on experiments and evidence that exist."""
     path = book.root / ANSWERS_FILE
     if not path.is_file():
         return [Problem(ANSWERS_FILE, None, "not found: one record per question "
@@ -909,8 +667,7 @@ def check_answers(book: Book, *, complete: bool = False) -> list[Problem]:
         records = yaml.safe_load(text) or []
         node = yaml.compose(text)
     except yaml.YAMLError as error:
-        return [Problem(ANSWERS_FILE, _yaml_line(error, 1), f"not valid YAML: "
-                        f"{_yaml_reason(error)}")]
+        return [_yaml_problem(ANSWERS_FILE, error, 1)]
     if not isinstance(records, list):
         return [Problem(ANSWERS_FILE, 1, "must be a list of records (- id: ...)")]
     record_lines = [item.start_mark.line + 1 for item in node.value] if records else []
@@ -919,7 +676,7 @@ def check_answers(book: Book, *, complete: bool = False) -> list[Problem]:
     try:
         experiments = plan_experiments(book.root)
     except yaml.YAMLError as error:
-        return [Problem(PLAN_FILE, _yaml_line(error, 1), f"not valid YAML: {_yaml_reason(error)}")]
+        return [_yaml_problem(PLAN_FILE, error, 1)]
     problems, seen = [], {}
 
     def report(line, message):
@@ -949,74 +706,45 @@ def check_answers(book: Book, *, complete: bool = False) -> list[Problem]:
                                                and record["reason"].strip()):
             report(line, f"{name} needs `reason:`, the verdict's reason in one line (the "
                    "true/false chapter's summary table shows it)")
-        for key in ("experiments", "evidence"):
-            if not isinstance(record.get(key, []), list):
+        for key, known, missing in (("experiments", experiments, f"is not in {PLAN_FILE}"),
+                                    ("evidence", defined, "is not a label in the book")):
+            values = record.get(key, [])
+            if not isinstance(values, list):
                 report(line, f"{name}: `{key}:` must be a list")
-        for experiment in _list(record.get("experiments")):
-            if experiments is None:
-                report(line, f"{name}: experiment {experiment} cannot be checked: "
-                       f"{PLAN_FILE} not found")
-            elif experiment not in experiments:
-                report(line, f"{name}: experiment {experiment} is not in {PLAN_FILE}"
-                       + _did_you_mean(str(experiment), experiments))
-        for label in _list(record.get("evidence")):
-            if label not in defined:
-                report(line, f"{name}: evidence {label} is not a label in the book"
-                       + _did_you_mean(str(label), defined))
+                continue
+            for value in values:
+                if value not in known:
+                    report(line, f"{name}: {key.removesuffix('s')} {value} {missing}"
+                           + _did_you_mean(str(value), known))
         if qid in QUESTION_IDS and f"sec-{qid}" not in defined:
             report(line, f"{name}: the book has no section {{#sec-{qid}}} for it")
-    if complete:
-        missing = [qid for qid in QUESTION_IDS if qid not in seen]
-        if missing:
-            report(None, f"no answer record for {', '.join(missing)}")
     return problems
-
-
-def _list(value) -> list:
-    return value if isinstance(value, list) else []
 
 
 def unanswered(root: Path) -> list[str]:
     """Question ids without a record in `book/answers.yml` (all of them without the file)."""
-    path = Path(root) / ANSWERS_FILE
     try:
-        records = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    except (OSError, yaml.YAMLError):
-        records = []
-    answered = {r.get("id") for r in records if isinstance(r, dict)} if isinstance(
-        records, list) else set()
+        records = yaml.safe_load((Path(root) / ANSWERS_FILE).read_text(encoding="utf-8"))
+        answered = {record.get("id") for record in records if isinstance(record, dict)}
+    except (OSError, yaml.YAMLError, TypeError):
+        answered = set()
     return [qid for qid in QUESTION_IDS if qid not in answered]
 
 
 # --- Running the chapters' code.
 
-def execution_defaults(config: dict, chapter: Chapter) -> dict:
-    """`execute:` options of `_quarto.yml`, overridden by the chapter's front matter."""
-    defaults = {}
-    for options in (config.get("execute"), chapter.front_matter.get("execute")):
-        defaults.update(options if isinstance(options, dict) else {})
-    return defaults
-
-
 def figure_setup(figure: dict | None = None) -> str:
     """The kernel setup: inline matplotlib with the figure size and dpi Quarto's own
     setup gives it (`figure`: fig-width, fig-height, fig-dpi), drawn as PNG so that
     the checker can measure each figure."""
-    figure = figure or {}
-    width = figure.get("fig-width", COLUMN_INCHES)
-    height = figure.get("fig-height", 4)
-    dpi = figure.get("fig-dpi", FIGURE_DPI)
-    return "\n".join([
-        KERNEL_SETUP,
-        "%config InlineBackend.figure_formats = ['png']",
-        "import matplotlib as _mpl",
-        f"_mpl.rcParams.update({{'figure.figsize': ({width}, {height}), 'figure.dpi': {dpi}, "
-        "'savefig.dpi': 'figure'})",
-        "del _mpl",
-    ])
+    figure = {"fig-width": COLUMN_INCHES, "fig-height": 4, "fig-dpi": FIGURE_DPI, **(figure or {})}
+    return (f"{KERNEL_SETUP}\n%config InlineBackend.figure_formats = ['png']\n"
+            "import matplotlib as _mpl\n_mpl.rcParams.update({'figure.figsize': "
+            f"({figure['fig-width']}, {figure['fig-height']}), 'figure.dpi': {figure['fig-dpi']}, "
+            "'savefig.dpi': 'figure'})\ndel _mpl")
 
 
-def chapter_notebook(chapter: Chapter, defaults: dict | None = None, figure: dict | None = None):
+def chapter_notebook(chapter: Chapter, figure: dict | None = None):
     """The chapter's python cells (options kept) and one cell per inline
     value, in document order, after a setup cell (`figure_setup(figure)`).
     Returns the notebook and, per notebook cell, where it came from: a Cell,
@@ -1025,21 +753,16 @@ def chapter_notebook(chapter: Chapter, defaults: dict | None = None, figure: dic
     after them, as Quarto's does."""
     import nbformat
 
-    defaults = defaults or {}
-    if defaults.get("eval", True) is False:
-        runnable: list = []
-    else:
-        runnable = [c for c in chapter.cells
-                    if c.lang == "python" and c.options.get("eval", True) is not False]
-        runnable += chapter.inline
+    runnable = [c for c in chapter.cells
+                if c.lang == "python" and c.options.get("eval", True) is not False]
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
     nb.cells.append(nbformat.v4.new_code_cell(figure_setup(figure)))
     origins: list = [None]
-    for item in sorted(runnable, key=lambda item: item.line):
+    for item in sorted(runnable + chapter.inline, key=lambda item: item.line):
         if isinstance(item, Cell):
             cell = nbformat.v4.new_code_cell(item.source)
-            if item.options.get("error", defaults.get("error", False)) is True:
+            if item.options.get("error") is True:
                 cell.metadata["tags"] = ["raises-exception"]
         else:
             # Quarto evaluates inline values as user expressions: a failing
@@ -1065,7 +788,7 @@ def kernel_env(results_dir=None, profile: str | None = None, data_dir=None) -> d
 
 
 def run_chapter(chapter: Chapter, *, cwd: Path, env: dict[str, str], timeout: int = 600,
-                defaults: dict | None = None, figure: dict | None = None) -> list[Problem]:
+                figure: dict | None = None) -> list[Problem]:
     """Execute the chapter's notebook in a fresh kernel, stopping at the first
     error as a render does; report errors, figure cells that drew no figure
     or one wider than the column, table cells that showed nothing or pandas'
@@ -1073,7 +796,7 @@ def run_chapter(chapter: Chapter, *, cwd: Path, env: dict[str, str], timeout: in
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    nb, origins = chapter_notebook(chapter, defaults, figure)
+    nb, origins = chapter_notebook(chapter, figure)
     if len(origins) == 1:
         return []
     started = [0]  # index of the last cell the kernel started
@@ -1126,8 +849,8 @@ def outcome_problems(chapter: Chapter, nb, origins: list, last: int,
         errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
         allowed = isinstance(origin, Cell) and "raises-exception" in cell.metadata.get("tags", [])
         if halted and index == last:
-            problems.append(Problem(chapter.file, _line(origin), f"{_describe(origin)} "
-                                    f"{halted}{after}"))
+            problems.append(Problem(chapter.file, getattr(origin, "line", None),
+                                    f"{_describe(origin)} {halted}{after}"))
         elif errors and not allowed:
             error = errors[-1]
             line = _error_line(origin, error, cell.get("execution_count"))
@@ -1140,49 +863,49 @@ def outcome_problems(chapter: Chapter, nb, origins: list, last: int,
     return problems
 
 
-# numpy 2 scalars print as `np.float64(0.5)`; in prose that is a bug, not a number.
-NUMPY_REPR = re.compile(r"^np\.\w+\(")
-
-
 def _inline_problems(chapter: Chapter, origin: Inline, outputs: list) -> list[Problem]:
     """An inline value must be text: not a numpy repr, not empty (Quarto then leaves
-    the source in the page) and, as a string, without markdown (Quarto inserts a
-    string as plain text; an `IPython.display.Markdown` value is inserted as markdown)."""
+    the source in the page) and, as a string, without references, citations or markdown
+    (Quarto escapes a string's markdown characters: `@sec-x` turns into the citation
+    `@sec` and "-x"; an `IPython.display.Markdown` value is inserted as markdown)."""
     shown = [o for o in outputs if o.output_type in ("execute_result", "display_data")]
     where = f"inline `{{python}} {origin.expr}`"
     if not shown:
         return [Problem(chapter.file, origin.line, f"{where} has no value (None), so Quarto "
                         "prints its source in the page; make the expression return text")]
     data = shown[-1].get("data", {})
-    if "text/markdown" in data:
-        markdown = data["text/markdown"]
-        if not "".join(markdown if isinstance(markdown, list) else [markdown]).strip():
-            return [Problem(chapter.file, origin.line, f"{where} is empty markdown, so Quarto "
-                            "prints its source in the page; build optional phrases in a cell "
-                            "so that the inline value is always text")]
-        return []
-    text = data.get("text/plain", "")
-    text = "".join(text) if isinstance(text, list) else text
-    if NUMPY_REPR.match(text):
+    text, markdown = _joined(data.get("text/plain", "")), "text/markdown" in data
+    if NUMPY_REPR.match(text) and not markdown:
         return [Problem(chapter.file, origin.line, f"{where} renders "
                         f"as {text!r}; convert it with int(), float() or a formatter")]
-    value = _string_value(text)
+    value = _joined(data["text/markdown"]) if markdown else _string_value(text)
     if value is not None and not value.strip():
-        return [Problem(chapter.file, origin.line, f"{where} is empty ({text}), so Quarto "
-                        "prints its source in the page; build optional phrases in a cell so "
-                        "that the inline value is always text")]
-    markup = INLINE_MARKUP.search(value or "")
+        return [Problem(chapter.file, origin.line, f"{where} is empty "
+                        f"({'markdown' if markdown else text}), so Quarto prints its source in "
+                        "the page; build optional phrases in a cell so that the inline value "
+                        "is always text")]
+    if markdown:
+        return []
+    reference = REFERENCE.search(value or "")
+    markup = reference or INLINE_MARKUP.search(value or "")
     if markup:
-        return [Problem(chapter.file, origin.line, f"{where} carries markdown "
-                        f"({markup.group()!r} in {_shorten(value)!r}), which Quarto shows as "
-                        "plain text: return IPython.display.Markdown(...) or drop the markup")]
+        kind = "markdown" if not reference else "a reference" if CROSSREF_KEY.match(
+            reference["quoted"] or reference["key"]) else "a citation"
+        return [Problem(chapter.file, origin.line, f"{where} is text with {kind} "
+                        f"({markup.group()!r} in {_shorten(value)!r}), which Quarto escapes, "
+                        f"so readers see it as typed: write the "
+                        f"{'reference' if reference else 'markup'} in the chapter text "
+                        "(inline values carry numbers and plain words)")]
     return []
+
+
+def _joined(text) -> str:
+    """A notebook output's text, which nbformat may store as a list of lines."""
+    return "".join(text) if isinstance(text, list) else text or ""
 
 
 def _string_value(text: str) -> str | None:
     """The string a text/plain repr stands for (`'abc'` -> abc), None if not a string."""
-    import ast
-
     if not text or text[0] not in "'\"":
         return None
     try:
@@ -1197,31 +920,82 @@ def _shorten(text: str, size: int = 60) -> str:
 
 
 def _output_problems(chapter: Chapter, origin: Cell, outputs: list) -> list[Problem]:
-    """A fig-* cell must draw (one image per subcaption), a tbl-* cell must show
-    something; no cell may show a figure wider than the column or pandas' index."""
+    """A fig-* cell must draw, a tbl-* cell must show something; no cell may show a
+    figure wider than the column, pandas' index or a table readers cannot read."""
     shown = [o for o in outputs if o.output_type in ("display_data", "execute_result")]
-    return (_presence_problems(chapter, origin, outputs, shown)
-            + _figure_width_problems(chapter, origin, shown)
-            + _table_index_problems(chapter, origin, shown))
-
-
-def _presence_problems(chapter: Chapter, origin: Cell, outputs: list,
-                       shown: list) -> list[Problem]:
     label, line = origin.label, origin.option_lines.get("label", origin.line)
-    if label.startswith("fig-"):
-        images = sum(any(kind in o.get("data", {}) for kind in IMAGE_TYPES) for o in shown)
-        subcaptions = origin.options.get("fig-subcap")
-        wanted = len(subcaptions) if isinstance(subcaptions, list) else 1
-        if images == 0:
-            return [Problem(chapter.file, line, f"{label} produced no figure (no image output; "
-                            "was the figure closed, or never drawn?)")]
-        if images < wanted:
-            return [Problem(chapter.file, line, f"{label} has {wanted} subcaptions but "
-                            f"produced {images} image(s)")]
+    problems = []
+    if label.startswith("fig-") and not any(kind in o.get("data", {}) for o in shown
+                                            for kind in IMAGE_TYPES):
+        problems.append(Problem(chapter.file, line, f"{label} produced no figure (no image "
+                                "output; was the figure closed, or never drawn?)"))
     elif label.startswith("tbl-") and not shown and not any(
             o.output_type == "stream" for o in outputs):
-        return [Problem(chapter.file, line, f"{label} produced no output to show as a table")]
-    return []
+        problems.append(Problem(chapter.file, line, f"{label} produced no output to show as "
+                                "a table"))
+    for output in shown:
+        for rows in shown_tables(output.get("data", {})):
+            problems += [Problem(chapter.file, line, f"{label or 'a table'} {defect}")
+                         for defect in table_defects(rows)]
+    return problems + _figure_width_problems(chapter, origin, shown)
+
+
+def shown_tables(data: dict) -> list[list[list[str]]]:
+    """The tables one output shows, each as rows of cell texts as readers see them,
+    header first: the Markdown of `plots.table`, or pandas' HTML."""
+    markdown, html = _joined(data.get("text/markdown")), _joined(data.get("text/html"))
+    if markdown:
+        tables, in_cell = [], False
+        for token in MARKDOWN.parse(markdown):
+            if token.type == "table_open":
+                tables.append([])
+            elif token.type == "tr_open":
+                tables[-1].append([])
+            elif in_cell:  # the cell's text; a code span in it is code on purpose
+                tables[-1][-1].append("".join(c.content for c in token.children
+                                              if c.type in ("text", "text_special")).strip())
+            in_cell = token.type in ("th_open", "td_open")
+        return tables
+    if not DATAFRAME_HTML.search(html):
+        return []
+    return [[[unescape(re.sub(r"<[^>]*>", "", cell)).strip() for cell in HTML_CELL.findall(row)]
+             for row in HTML_ROW.findall(table)] for table in HTML_TABLE.findall(html)]
+
+
+def table_defects(rows: list[list[str]]) -> list[str]:
+    """What a table (header row first) shows that readers should not see: a name from
+    the code, accuracy as a fraction where the book writes percent, a "-0"."""
+    defects = []
+    if len(rows) > 1 and rows[0][:1] == [""] and all(re.fullmatch(r"-?\d+", row[0])
+                                                     for row in rows[1:] if row):
+        defects.append("shows pandas' default integer index as a first column: show it with "
+                       "plots.table(df) (a Markdown table without the index)")
+    for k, header in enumerate(rows[0] if rows else []):
+        column = [row[k] for row in rows[1:] if k < len(row)]
+        code = [t for t in dict.fromkeys([header, *column]) if SNAKE_CASE.fullmatch(t)
+                or t in PYTHON_VALUES or t in _code_values(header)]
+        if code:
+            defects.append(f"shows names from the code ({', '.join(map(repr, code[:3]))} in "
+                           f"column {header!r}): say them in words (plots.readable, "
+                           "plots.COLUMN_NAMES or table(names=...))")
+        numbers = [t for t in column if t not in MISSING_CELLS]
+        if ACCURACY_HEADER.search(header) and "point" not in header and numbers and all(
+                FRACTION.fullmatch(t) and 0 <= float(t) <= 1 for t in numbers):
+            defects.append(f"shows accuracy as a fraction ({numbers[0]} in column {header!r}) "
+                           "where the book writes percent: convert it with plots.percent")
+        zero = [t for t in column if NEGATIVE_ZERO.search(t)]
+        if zero:
+            defects.append(f"shows {zero[0]!r} (column {header!r}), a negative number rounded "
+                           "to zero: add 0.0 after rounding, or show 0")
+    return defects
+
+
+def _code_values(header: str) -> set[str]:
+    """What a column named after a parameter shows in the code's words: a value that
+    `plots.readable` puts in words (`relu` under "activation"), True or False."""
+    names = [name for name in plots.PARAMETER_NAMES if header in (name, plots.label(name))]
+    return {str(code) for name in names for code, word in plots.VALUE_NAMES.get(name, {}).items()
+            if str(code) != word} | ({"True", "False"} if names else set())
 
 
 def _figure_width_problems(chapter: Chapter, origin: Cell, shown: list) -> list[Problem]:
@@ -1248,51 +1022,14 @@ def _figure_width_problems(chapter: Chapter, origin: Cell, shown: list) -> list[
 def png_size(data) -> tuple[int, int, float] | None:
     """(width px, height px, dpi) of a PNG given as bytes or base64 text; dpi from
     its pHYs chunk when it has one in pixels per metre, else FIGURE_DPI."""
-    import base64
-    import binascii
-    import struct
+    from PIL import Image, UnidentifiedImageError
 
-    if isinstance(data, list):
-        data = "".join(data)
-    if isinstance(data, str):
-        try:
-            data = base64.b64decode(data)
-        except (binascii.Error, ValueError):
-            return None
-    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+    try:
+        raw = data if isinstance(data, bytes) else base64.b64decode(_joined(data))
+        with Image.open(io.BytesIO(raw), formats=["PNG"]) as image:
+            return *image.size, float(image.info.get("dpi", (FIGURE_DPI,))[0])
+    except (binascii.Error, ValueError, UnidentifiedImageError):
         return None
-    width, height = struct.unpack(">II", data[16:24])
-    dpi, offset = float(FIGURE_DPI), 8
-    while offset + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
-        if kind == b"pHYs" and length == 9:
-            x_per_unit, _, unit = struct.unpack(">IIB", data[offset + 8:offset + 17])
-            if unit == 1 and x_per_unit:
-                dpi = x_per_unit * 0.0254
-        if kind in (b"IDAT", b"IEND"):
-            break
-        offset += 12 + length
-    return width, height, dpi
-
-
-def _table_index_problems(chapter: Chapter, origin: Cell, shown: list) -> list[Problem]:
-    """A DataFrame shown as pandas' HTML with its default 0, 1, 2... index: Quarto
-    prints that index as a first column (and cuts long text at 50 characters)."""
-    line = origin.option_lines.get("label", origin.line)
-    for output in shown:
-        html = output.get("data", {}).get("text/html", "")
-        html = "".join(html) if isinstance(html, list) else html
-        if "text/markdown" not in output.get("data", {}) and DATAFRAME_HTML.search(html) \
-                and DEFAULT_INDEX_HTML.search(html):
-            return [Problem(chapter.file, line, f"{origin.label or 'a cell'} shows a DataFrame "
-                            "with its default integer index, which the table prints as a "
-                            "first column: show it with plots.table(df) (a Markdown table "
-                            "without the index)")]
-    return []
-
-
-def _line(origin) -> int | None:
-    return origin.line if origin is not None else None
 
 
 def _describe(origin) -> str:
@@ -1308,7 +1045,7 @@ def _error_line(origin, error, execution_count: int | None) -> int | None:
     in this cell (not in a function an earlier cell defined), counted from
     the cell's fence; else the fence itself."""
     if not isinstance(origin, Cell):
-        return _line(origin)
+        return getattr(origin, "line", None)
     traceback = ANSI_CODE.sub("", "\n".join(error.get("traceback", [])))
     lines = [int(m["line"]) for m in CELL_FRAME.finditer(traceback)
              if m["count"] == str(execution_count)]
@@ -1325,68 +1062,58 @@ def _exception_line(error) -> str:
 
 def run_book(book: Book, *, results_dir=None, profile: str | None = None, timeout: int = 600,
              progress: Callable[[str], None] | None = None, data_dir=None) -> list[Problem]:
-    """Run every listed .qmd chapter, the home page too, one fresh kernel each,
-    in the folder `execute-dir` names (the project root for `project`)."""
+    """Run every listed .qmd chapter, the home page too, one fresh kernel each, in
+    the book's root (`execute-dir: project`); without the profile's results, say so
+    once instead."""
     env = kernel_env(results_dir, profile, data_dir)
-    project_dir = (book.config.get("project") or {}).get("execute-dir") == "project"
+    missing = results_missing(env, book.root)
+    if missing:
+        return [missing]
     problems = []
     for chapter in book.chapters:
         if chapter.path.suffix != ".qmd":
-            continue  # Quarto does not execute .md nor (by default) .ipynb
+            continue  # Quarto does not execute .md
         if progress:
             progress(f"running {chapter.file}")
-        problems += run_chapter(chapter, cwd=book.root if project_dir else chapter.path.parent,
-                                env=env, timeout=timeout,
-                                defaults=execution_defaults(book.config, chapter),
+        problems += run_chapter(chapter, cwd=book.root, env=env, timeout=timeout,
                                 figure=figure_options(book.config))
     return problems
+
+
+def results_missing(env: dict[str, str], root: Path) -> Problem | None:
+    """The one problem to report, before any kernel starts, when the profile that the
+    kernels (environment `env`) read has no results: else every chapter stops at its
+    first read with the same error, after minutes of imports."""
+    from analysis import plan, results
+
+    try:  # relative to the book root, where the kernels look
+        results.load_index(plan.resolve_profile(env.get(PROFILE_ENV)),
+                           root / env.get(RESULTS_ENV, "results"))
+    except (results.ResultsMissing, plan.PlanError) as error:
+        return Problem("", None, f"{error}; no chapter was run, only the static checks")
+    return None
 
 
 # --- The whole check, and its command.
 
 def check(root: Path, *, execute: bool = True, results_dir=None, profile: str | None = None,
-          timeout: int = 600, complete: bool = False,
-          progress: Callable[[str], None] | None = None, data_dir=None) -> list[Problem]:
+          timeout: int = 600, progress: Callable[[str], None] | None = None,
+          data_dir=None) -> list[Problem]:
     """Every problem of the book at `root`: the static checks, then (with
     `execute`) each chapter's code run against the results in `results_dir`
     (default: $DLBOOK_RESULTS or ./results) for `profile`. `timeout` bounds
-    each cell in seconds; `complete` also requires an answer per question."""
+    each cell in seconds."""
     book = read_book(root)
-    problems = list(book.problems)
-    for chapter in book.chapters:
-        problems += chapter.problems
+    problems = book.problems + [p for chapter in book.chapters for p in chapter.problems]
     if not book.config:
         return problems
-    problems += check_labels(book)
-    problems += check_references(book)
-    problems += check_links(book)
-    problems += check_answers(book, complete=complete)
-    problems += check_parts(book)
-    problems += check_citations(book)
-    problems += check_figure_defaults(book)
+    for static in (check_labels, check_references, check_links, check_answers, check_parts,
+                   check_citations, check_figure_defaults):
+        problems += static(book)
     if execute:
         problems += run_book(book, results_dir=results_dir, profile=profile, timeout=timeout,
                              progress=progress, data_dir=data_dir)
     return problems
-
-
-def chapters(root: Path) -> list[Path]:
-    """Every file `_quarto.yml` lists, home page first, as paths (existing or not)."""
-    root = Path(root).resolve()
-    return [root / file for file in read_book(root).listed]
-
-
-def labels(root: Path) -> dict[str, Label]:
-    """Every cross-reference label the book defines, by name (first definition wins)."""
-    found: dict[str, Label] = {}
-    for label in book_labels(read_book(root)):
-        found.setdefault(label.name, label)
-    return found
-
-
-def references(root: Path) -> list[Reference]:
-    """Every cross-reference the book's chapters make, in book order."""
-    return [ref for chapter in read_book(root).chapters for ref in chapter.references]
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -1410,45 +1137,12 @@ def cli(args) -> int:
     if problems:
         print(f"{len(problems)} problem(s) in the book at {root}")
         return 1
-    missing = unanswered(root)
-    print(f"book OK: {len(chapters(root))} chapters, {len(labels(root))} labels, "
-          f"{len(references(root))} references, {len(QUESTION_IDS) - len(missing)} answers"
+    book, missing = read_book(root), unanswered(root)
+    print(f"book OK: {len(book.listed)} chapters, {len({x.name for x in book_labels(book)})} "
+          f"labels, {sum(len(c.references) for c in book.chapters)} references, "
+          f"{len(QUESTION_IDS) - len(missing)} answers"
           + (" (code not executed)" if args.no_execute else ""))
     if missing:
         print(f"note: no answer record yet for {', '.join(missing)}")
     return 0
 
-
-# --- Rendering with Quarto, when it is installed.
-
-def render(root: Path, profile: str | None = None, *, results_dir=None, to: str | None = None,
-           timeout: int | None = None) -> tuple[int, str]:
-    """Run `quarto render` on the book at `root` with this interpreter as
-    QUARTO_PYTHON; return (exit code, log). Never raises: without Quarto the
-    code is 127, on timeout 124."""
-    quarto = shutil.which("quarto")
-    if quarto is None:
-        return 127, "quarto not on PATH"
-    env = kernel_env(results_dir, profile)
-    env["QUARTO_PYTHON"] = sys.executable
-    command = [quarto, "render"] + (["--to", to] if to else [])
-    try:
-        done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as error:
-        log = "".join(_text(part) for part in (error.stdout, error.stderr))
-        return 124, log + f"\nquarto render did not finish within {timeout} s"
-    except OSError as error:
-        return 126, f"could not run {quarto}: {error}"
-    return done.returncode, done.stdout + done.stderr
-
-
-def _text(output) -> str:
-    if output is None:
-        return ""
-    return output.decode(errors="replace") if isinstance(output, bytes) else output
-
-
-def unresolved(log: str) -> list[str]:
-    """The lines of a render log where Quarto could not resolve a reference or link."""
-    return [line for line in log.splitlines() if any(f in line for f in RENDER_FAILURES)]

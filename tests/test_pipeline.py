@@ -4,6 +4,7 @@ import json
 import shutil
 
 import pytest
+import rendering
 
 from analysis import answers, book, cli, data, paths, plan, results, runner, train
 
@@ -174,7 +175,7 @@ def test_quarto_renders_the_book(smoke):
         pytest.skip("quarto not on PATH: install Quarto >= 1.9 (pip install quarto-cli) "
                     "to render the book in tests")
     _, out = smoke
-    code, log = book.render(paths.PROJECT_ROOT, profile="smoke")
+    code, log = rendering.render(paths.PROJECT_ROOT, profile="smoke")
     assert code == 0, log[-3000:]
     assert "Unable to resolve crossref" not in log and "Unable to resolve link target" not in log
 

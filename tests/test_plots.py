@@ -3,8 +3,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import io  # noqa: E402
+
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from analysis import plots  # noqa: E402
 
@@ -57,3 +62,70 @@ def test_confusion_heatmap_shows_row_percentages():
     fig = plots.confusion_heatmap(table)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == ["75", "25", "0", "100"]
+
+
+def test_tables_for_the_book_are_markdown_without_index():
+    runs = pd.DataFrame({"lr": [0.001, 0.01, 1.0], "best_val_acc": [62.3, 61.0, float("nan")],
+                         "status": ["finished", "a|b", None], "seed": [0, 1, 2]})
+    assert plots.table(runs).data.splitlines() == [
+        "| learning rate | best val acc | status   | seed |",
+        "|--------------:|-------------:|----------|-----:|",
+        "| 0.001         | 62.3         | finished | 0    |",
+        "| 0.010         | 61.0         | a\\|b     | 1    |",
+        "| 1.000         | –            | –        | 2    |"]
+    counts = pd.DataFrame({"train": [5000]}, index=["cat"]).rename_axis("class")
+    assert plots.table(counts).data.splitlines()[2] == "| cat   | 5000  |"
+    shape = pd.DataFrame({"layer": ["16->16 s1 @32x32"], "decay": [5e-4]})
+    assert plots.table(shape).data.splitlines()[2] == "| 16-\\>16 s1 \\@32x32 | 0.0005 |"
+
+
+def test_curves_fit_the_column():
+    long = pd.DataFrame([{"epoch": e, "split": s, "metric": m, "value": 0.5, "init": i}
+                         for e in (1, 2) for s in ("train", "val") for m in ("loss", "acc")
+                         for i in ("default", "kaiming_normal", "xavier_normal")])
+    fig = plots.curves(long, hue="init")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")  # as notebooks show it
+    plt.close(fig)
+    assert Image.open(buffer).size[0] / 96 <= plots.COLUMN_INCHES
+
+
+def test_sweep_marks_failed_runs_instead_of_dropping_them():
+    runs = pd.DataFrame({"lr": [0.01, 0.1, 1.0, 3.0], "acc": [0.5, 0.6, 0.1, float("nan")],
+                         "status": ["finished", "finished", "collapsed", "diverged"]})
+    fig = plots.sweep(runs, x="lr", y="acc", logx=True)
+    ax = fig.axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert "collapsed" in labels and "diverged" in labels
+    marked = {c.get_label(): c.get_offsets().data.tolist() for c in ax.collections}
+    assert marked["collapsed"] == [[1.0, 10.0]]  # at its accuracy, in percent
+    assert marked["diverged"][0][0] == 3.0  # on the axis: it has no accuracy
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("x, text", [
+    (0.0123456, "0.0123"), (45.64, "45.6"), (0.5, "0.5"), (1.0, "1"), (100, "100"),
+    (12345, "12,300"), (999.7, "1,000"), (5e-4, "5e-4"), (1.5e-5, "1.5e-5"),
+    (3.430623e15, "3.43e15"), (9.9996e-5, "1e-4"), (0, "0"), (-0.25, "-0.25"),
+])
+def test_prose_numbers_are_plain(x, text):
+    assert plots.num(x) == text
+
+
+@pytest.mark.parametrize("x, text", [
+    (0.036, "3.6 points"), (0.01, "1.0 point"), (-0.012, "-1.2 points"), (0.0004, "0.0 points"),
+])
+def test_accuracy_differences_read_as_points(x, text):
+    assert plots.pts(x) == text
+
+
+def test_counts_agree_with_their_number():
+    assert [plots.count(1, "seed"), plots.count(3, "seed"), plots.count(0, "run")] == [
+        "1 seed", "3 seeds", "0 runs"]
+
+
+def test_tables_for_reading_show_accuracies_in_percent_under_readable_names():
+    table = plots.percent(pd.DataFrame({"lr": [0.1], "best_val_acc": [0.6234], "gap": [0.0123],
+                                        "seed": [0]}))
+    assert table.to_dict("records") == [{"learning rate": 0.1, "best val acc": 62.3,
+                                         "gap (points)": 1.2, "seed": 0}]

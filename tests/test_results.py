@@ -141,3 +141,11 @@ def test_predictions_come_from_the_saved_weights(fake_data, tmp_path):
         expected = model(normalize(fake_data.val_x, fake_data.mean, fake_data.std)).argmax(1)
     assert pred["predicted"].tolist() == expected.tolist()
     assert pred["label"].tolist() == fake_data.val_y.tolist()
+
+
+@pytest.mark.parametrize("flags, start", [
+    ([True, True], "The runs read the official"), ([False], "The runs read a copy"),
+    ([True, None], "Not every run recorded"), ([True, False], "Some runs read"),
+])
+def test_data_note_names_which_files_the_runs_read(flags, start):
+    assert results.data_note(pd.Series(flags, dtype=object)).startswith(start)
