@@ -320,10 +320,10 @@ ACCURACY_COLUMNS = ("acc", "gap", "mean", "ci_low", "ci_high", "diff")
 def percent(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """A table for reading: accuracy-like columns (names ending in acc, gap, mean or ci_*)
     as percentages, every known column under its readable name."""
-    out = table.copy()
+    out = readable(table)  # values in readers' words while the columns keep their names
     for col in out.columns:
         if str(col).endswith(ACCURACY_COLUMNS) and pd.api.types.is_numeric_dtype(out[col]):
-            out[col] = (100 * out[col]).round(digits)
+            out[col] = (100 * out[col]).round(digits) + 0.0
     return out.rename(columns=COLUMN_NAMES)
 
 
@@ -381,6 +381,8 @@ def _column_texts(column: pd.Series) -> list[str]:
         if decimals <= 3:
             plain = [f"{v:.{decimals}f}" if t else None
                      for v, t in zip(column.astype(float), plain, strict=True)]
+        # A small negative number rounded to nothing is zero, not "-0".
+        plain = [t[1:] if t and re.fullmatch(r"-0(\.0*)?", t) else t for t in plain]
         return ["–" if t is None else t for t in plain]
     return ["–" if _missing(v) else _cell_text(str(v)) for v in column]
 

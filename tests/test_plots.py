@@ -129,3 +129,14 @@ def test_tables_for_reading_show_accuracies_in_percent_under_readable_names():
                                         "seed": [0]}))
     assert table.to_dict("records") == [{"learning rate": 0.1, "best val acc": 62.3,
                                          "gap (points)": 1.2, "seed": 0}]
+
+
+def test_tables_never_show_minus_zero_and_percent_keeps_readable_values():
+    from analysis import plots
+
+    text = plots.table(pd.DataFrame({"x": [-0.00004, 0.5]}).round(3)).data
+    assert "-0" not in text and text.splitlines()[2].startswith("| 0.0 ")
+    shown = plots.percent(pd.DataFrame({"batch_norm": [True, False],
+                                        "final_val_acc": [-1e-6, 0.5]}))
+    assert list(shown["batch norm"]) == ["with BN", "without BN"]
+    assert "-0" not in plots.table(shown).data
