@@ -82,11 +82,22 @@ def curves(long: pd.DataFrame, hue: str | None = None, height: float = 2.6):
     for ax, metric in zip(g.axes.flat, g.col_names, strict=True):
         ax.set_title("")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        _epoch_ticks(ax, long["epoch"])
         if metric == "loss":
             _clip_first_epoch_spike(ax, long[long["metric"] == "loss"])
     fit_to_column(g)
     return g.figure
+
+
+def _epoch_ticks(ax, epochs: pd.Series) -> None:
+    """Whole-number epoch ticks, few enough to stay apart in a small panel; a single epoch
+    gets one tick (not an axis stretched over 0.999 to 1.001)."""
+    if epochs.nunique() == 1:
+        only = int(epochs.iloc[0])
+        ax.set_xlim(only - 0.5, only + 0.5)
+        ax.set_xticks([only])
+    else:
+        ax.xaxis.set_major_locator(plt.MaxNLocator(5, integer=True))
 
 
 def _clip_first_epoch_spike(ax, loss: pd.DataFrame) -> None:
@@ -159,8 +170,9 @@ def sweep(summary: pd.DataFrame, x: str, y: str, hue: str | None = None, logx: b
         ax.scatter(bad[x], np.full(len(bad), ymin), marker="x", color="crimson", s=80,
                    zorder=5, label="diverged", clip_on=False)
         flagged = True
-    if flagged or hue:
-        ax.legend()
+    if flagged or hue:  # below the axes, where it covers no point
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, fontsize=8,
+                  frameon=False)
     if logx:
         ax.set_xscale("log")
     ax.set_ylabel(ylabel or y)
@@ -172,17 +184,17 @@ def confusion_heatmap(table: pd.DataFrame, ax=None):
     """A confusion matrix (`results.confusion`) as row percentages: each row, a true class,
     sums to 100; the diagonal is the per-class accuracy."""
     if ax is None:
-        _, ax = plt.subplots(figsize=(5.6, 4.6))
+        _, ax = plt.subplots(figsize=(6.3, 5.4))
     share = 100 * table.div(table.sum(axis=1), axis=0)
     sns.heatmap(share, annot=True, fmt=".0f", cmap="Blues", vmin=0, vmax=100, square=True,
-                cbar_kws={"label": "% of the true class"}, annot_kws={"size": 7}, ax=ax)
+                cbar_kws={"label": "% of the true class"}, annot_kws={"size": 9}, ax=ax)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     return ax.figure
 
 
-def image_grid(images, titles: list[str], columns: int = 8, size: float = 0.78):
-    """uint8 images (N, 3, H, W) in a grid, one small title each."""
+def image_grid(images, titles: list[str], columns: int = 6, size: float = 1.0):
+    """uint8 images (N, 3, H, W) in a grid, one title each (two short lines at most)."""
     rows = math.ceil(len(images) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(columns * size, rows * (size + 0.32)),
                              squeeze=False)
@@ -190,7 +202,7 @@ def image_grid(images, titles: list[str], columns: int = 8, size: float = 0.78):
         ax.axis("off")
     for ax, image, title in zip(axes.flat, images, titles, strict=False):
         ax.imshow(np.asarray(image).transpose(1, 2, 0))
-        ax.set_title(title, fontsize=6.5, pad=2)
+        ax.set_title(title, fontsize=8, pad=2)
     fig.tight_layout(pad=0.2, h_pad=0.5, w_pad=0.2)
     return fig
 
@@ -426,8 +438,11 @@ def interval(d, unit=pts) -> str:
     if d.verdict is Verdict.UNJUDGED:
         return f"{unit(d.diff)} (not judged)"
     if unit is pts:  # 'points' once, after the value: '1.2 points (95% CI 0.3 to 2.1)'
-        low, high = (round(100 * v, 1) + 0.0 for v in (d.low, d.high))
-        return f"{pts(d.diff)} (95% CI {low:.1f} to {high:.1f})"
+        digits = 1  # more where one decimal would hide the interval ("0.0 to 0.0")
+        while digits < 3 and round(100 * d.low, digits) == round(100 * d.high, digits):
+            digits += 1
+        low, high = (round(100 * v, digits) + 0.0 for v in (d.low, d.high))
+        return f"{pts(d.diff, digits)} (95% CI {low:.{digits}f} to {high:.{digits}f})"
     return f"{unit(d.diff)} (95% CI {unit(d.low)} to {unit(d.high)})"
 
 
@@ -537,14 +552,12 @@ def bn_layers(stats: pd.DataFrame, near_zero_share) -> pd.DataFrame:
     seeds = stats["seed"].nunique()
     return pd.DataFrame({
         "channels": by.size() // seeds,
-        "|mean| input": by["in_mean"].apply(lambda v: v.abs().mean()).round(3),
-        "|mean| normalised": by["norm_mean"].apply(lambda v: v.abs().mean()).round(3),
-        "|mean| after γ, β": by["out_mean"].apply(lambda v: v.abs().mean()).round(3),
-        "mean after ReLU": by["act_mean"].mean().round(3),
-        "γ": by["gamma"].mean().round(3),
-        "|β|": by["beta"].apply(lambda v: v.abs().mean()).round(3),
-        "zero-mean after γ, β (%)": by.apply(lambda d: round(100 * near_zero_share(d, "out"), 1),
-                                             include_groups=False),
+        "|mean| in": by["in_mean"].apply(lambda v: v.abs().mean()).round(2),
+        "|mean| out": by["out_mean"].apply(lambda v: v.abs().mean()).round(2),
+        "mean after ReLU": by["act_mean"].mean().round(2),
+        "|β|": by["beta"].apply(lambda v: v.abs().mean()).round(2),
+        "zero-mean out (%)": by.apply(lambda d: round(100 * near_zero_share(d, "out"), 1),
+                                      include_groups=False),
     }).reset_index()
 
 
@@ -614,7 +627,7 @@ def step_sizes(steps: pd.DataFrame):
 
 
 def adam_case(eps: float, lr: float) -> str:
-    return f"ε {num(eps)}, lr {num(lr)}"
+    return f"ε {num(eps)}\nlr {num(lr)}"
 
 
 def adam_cases(runs: pd.DataFrame, motion: pd.DataFrame):
@@ -632,7 +645,7 @@ def adam_cases(runs: pd.DataFrame, motion: pd.DataFrame):
     seed_points(named(motion), "case", order, y="swing", ax=bx,
                 ylabel="median step-to-step loss swing")
     for a in (ax, bx):
-        a.tick_params(axis="x", labelsize=7, rotation=30)
+        a.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     return fig
 
@@ -744,6 +757,7 @@ def sparsity(found, threshold: float):
     sns.barplot(data=per_layer, x="layer", y="fraction", hue="penalty", hue_order=penalties,
                 palette=palette, ax=bx, legend=False)
     bx.set(xlabel="", ylabel=f"below {num(threshold)} (%)")
+    bx.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     return fig
 
@@ -855,7 +869,11 @@ def rate_panels(metrics: pd.DataFrame):
 def first_steps(early: pd.DataFrame, ln10: float):
     """lab2-c-lr: the loss of every step of the first epochs at two rates, per seed."""
     top = early["lr"].max()
+    blow = early[early["lr"] == top]
+    # Show the steps where something happens: a few times the step of the peak loss.
+    peak = blow.loc[blow["loss"].idxmax(), "t"] if blow["loss"].notna().any() else 10
     fig, ax = plt.subplots(figsize=(6.3, 3))
+    ax.set_xlim(0, min(early["t"].max(), max(25, 4 * peak)))
     for (lr, seed), run in early.groupby(["lr", "seed"]):
         ax.plot(run["t"], run["loss"], lw=0.9, color="crimson" if lr == top else "C0",
                 alpha=0.8, label=f"lr {num(lr)}" if seed == early["seed"].min() else None)
