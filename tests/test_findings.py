@@ -300,7 +300,7 @@ def test_every_rule_can_give_every_outcome_it_claims():
 
 def test_lab1_a_checks_pass_or_fail():
     ok = labs.lab1_a_from(pd.DataFrame({"init_val_loss": [2.30, 2.31], "init_val_acc": [0.1] * 2}))
-    assert ok.sane and "all three checks pass" in ok.short and ok.params == 62_006
+    assert ok.sane and ok.short.startswith("All three checks pass") and ok.params == 62_006
     assert ok.layer_params == (456, 2416, 48120, 10164, 850)
     bad = labs.lab1_a_from(pd.DataFrame({"init_val_loss": [3.5], "init_val_acc": [0.1]}))
     assert not bad.sane and bad.short.startswith("A sanity check fails")

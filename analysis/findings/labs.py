@@ -95,8 +95,8 @@ class Lab1A(Finding):
 
     @property
     def short(self) -> str:
-        return ("Initial loss near ln 10, accuracy near chance, 62,006 parameters: all three "
-                "checks pass" if self.sane else "A sanity check fails: look at the numbers")
+        return ("All three checks pass: loss near ln 10, accuracy near chance, 62,006 "
+                "parameters" if self.sane else "A sanity check fails: look at the numbers")
 
 
 def lab1_a_from(init: pd.DataFrame) -> Lab1A:
@@ -162,6 +162,10 @@ class Lab1C(Finding):
         return (f"{len(self.counts)} classes, "
                 f"{' / '.join(f'{int(n):,}' for n in self.counts.sum())} train / validation / "
                 f"test images, {'balanced' if self.balanced else 'not balanced'}")
+
+    @property
+    def headline(self) -> str:
+        return f"{' / '.join(f'{int(n):,}' for n in self.counts.sum())} images"
 
     @property
     def short(self) -> str:
@@ -356,13 +360,12 @@ class Lab2A(Finding):
 
     @property
     def short(self) -> str:
-        others = (f" ({count(len(self.tied), 'other setting')} within noise of it)"
-                  if self.tied else "")
+        others = f" ({count(len(self.tied), 'other')} within noise)" if self.tied else ""
         if self.protocol == self.top:
             return f"{self.top.capitalize()}{others}, the protocol's setting"
         where = phrase(self.behind, higher="above it", lower="below it beyond noise",
                        within="within noise of it", unjudged="not judged against it")
-        return f"{self.top.capitalize()}{others}; the protocol's {self.protocol} is {where}"
+        return f"{self.top.capitalize()}{others}; the protocol is {where}"
 
 
 def lab2_a_from(runs: pd.DataFrame, metrics: pd.DataFrame, protocol: str) -> Lab2A:
