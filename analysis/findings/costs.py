@@ -151,7 +151,7 @@ def at_the_roof(layers: pd.DataFrame, roof: dict) -> pd.DataFrame:
     speedup if both forms ran exactly at the roof of `roof` (a device's ceilings)."""
     from analysis.flops import attainable
 
-    def at_roof(form):  # seconds per MAC-count unit at the roof
+    def at_roof(form):  # the time at the roof, in units that cancel in the ratio
         return layers[f"macs_{form}"] / attainable(layers[f"intensity_{form}"],
                                                    roof["peak_gmacs"], roof["bandwidth_gbs"])
 
@@ -229,10 +229,6 @@ class TF08(Finding):
     @property
     def threads(self) -> int:
         return int(self.measured["threads"].iloc[0])
-
-    @property
-    def devices(self) -> list[str]:
-        return sorted(self.measured["device"].unique())
 
     @property
     def short_share(self) -> float:
