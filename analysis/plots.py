@@ -793,13 +793,6 @@ def rates(values) -> str:
                     else ", ".join(values[:-1]) + " and " + values[-1])
 
 
-def maybe(value, fmt) -> str:
-    """`fmt(value)`, or 'none' where there is no value (None or NaN)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "none"
-    return fmt(value)
-
-
 def failures(runs: pd.DataFrame, collapsed: pd.DataFrame | None = None) -> pd.DataFrame:
     """`runs` with status 'collapsed' for the runs that finished without beating chance
     (the rows of `collapsed` if given, else every such run), for figures that mark them."""
@@ -1022,3 +1015,141 @@ def revisions(commits) -> str:
     if not words:
         return "unknown"
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+# ---------------------------------------------------------------- Part 1's costs (tf-08, tf-09)
+
+def maybe(x, fmt=num, missing: str = "none") -> str:
+    """`fmt(x)`, or `missing` where there is no value (None or NaN): a measurement that was
+    left out or never taken."""
+    if x is None or (isinstance(x, float | np.floating) and not math.isfinite(x)):
+        return missing
+    return fmt(x)
+
+
+def span(values, fmt=num, missing: str = "none") -> str:
+    """'fmt(a) to fmt(b)' for the smallest and largest of `values` (NaN left out), 'fmt(a)'
+    where both read the same, `missing` where no value is left."""
+    values = [v for v in values if maybe(v, str, "") != ""]
+    if not values:
+        return missing
+    low, high = fmt(min(values)), fmt(max(values))
+    return low if low == high else f"{low} to {high}"
+
+
+def millions(n: float) -> str:
+    """819093576 -> '819.1M'."""
+    return f"{n / 1e6:,.1f}M"
+
+
+DEVICES = {"cpu": "CPU", "cuda": "GPU"}  # PyTorch's device names, for readers
+
+
+def separable_speedups(lat: pd.DataFrame, ratios: pd.Series, labels: dict):
+    """tf-08's speedups: per device (rows) and pass (columns), the measured speedup of each
+    row of `lat` (sane latency rows: shape, device, pass, batch, speedup), one colour per
+    batch size, beside its MAC ratio (`ratios`, by shape; black diamonds). `labels` names
+    the shapes on the y axis, in its order. Lines: the claimed 9x (dotted), no speedup
+    (dashed)."""
+    devices = sorted(lat["device"].unique()) or ["cpu"]
+    passes = ["forward", "forward+backward"]
+    batches = sorted(lat["batch"].unique())
+    position = {shape: i for i, shape in enumerate(labels)}
+    colours = dict(zip(batches, sns.color_palette("viridis", len(batches)), strict=True))
+    fig, axes = plt.subplots(len(devices), 2, figsize=(COLUMN_INCHES, 0.5 + 2.9 * len(devices)),
+                             sharey=True, squeeze=False)
+    right = max(10.0, float(lat["speedup"].max()) + 0.5) if len(lat) else 10.0
+    for row, device in zip(axes, devices, strict=True):
+        for ax, pass_ in zip(row, passes, strict=True):
+            d = lat[(lat["device"] == device) & (lat["pass"] == pass_)]
+            for k, b in enumerate(batches):
+                sel = d[d["batch"] == b]
+                offset = (k - (len(batches) - 1) / 2) * 0.15
+                ax.scatter(sel["speedup"], sel["shape"].map(position) + offset, color=colours[b],
+                           s=22, label=f"measured, batch {b}")
+            ax.scatter(ratios.reindex(list(labels)), range(len(labels)), marker="D", color="k",
+                       s=22, label="MAC ratio", zorder=3)
+            ax.axvline(9, ls=":", color="crimson")
+            ax.axvline(1, ls="--", color="grey")
+            ax.set_title(f"{DEVICES.get(device, device)}, {pass_}", fontsize=9)
+            ax.set_xlim(0, right)
+            ax.tick_params(labelsize=8)
+            ax.set_xlabel("speedup of the separable form (×)", fontsize=9)
+    axes[0, 0].set_yticks(range(len(labels)), list(labels.values()))
+    axes[0, 0].set_ylim(len(labels) - 0.5, -0.5)  # first shape on top; shared by every panel
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=8, frameon=False,
+               handletextpad=0.2, columnspacing=1.0)
+    fig.tight_layout(rect=(0, 0.06 / len(devices), 1, 1))
+    return fig
+
+
+def roofline(points: pd.DataFrame, ceilings: dict, titles: dict):
+    """A roofline per device of `points` (`costs.roofline_points`: device, shape, form,
+    intensity, gmacs): the roof min(peak, bandwidth x intensity) of `ceilings[device]`,
+    its ridge (a circle, its value in the panel's title, so that no label covers a point),
+    and each layer shape's standard and separable forms joined by a grey line. `titles`:
+    device -> the first line of its panel's title."""
+    from analysis.flops import attainable
+
+    devices = sorted(points["device"].unique()) or ["cpu"]
+    fig, axes = plt.subplots(1, len(devices), squeeze=False,
+                             figsize=(COLUMN_INCHES if len(devices) > 1 else 5.0, 4.0))
+    palette = dict(zip(("standard", "separable"), sns.color_palette("colorblind", 2),
+                       strict=True))
+    for ax, device in zip(axes[0], devices, strict=True):
+        top, p = ceilings[device], points[points["device"] == device]
+        xs = np.geomspace(min([*p["intensity"], top["ridge"]]) / 2,
+                          max([*p["intensity"], top["ridge"]]) * 2, 200)
+        ax.plot(xs, attainable(xs, top["peak_gmacs"], top["bandwidth_gbs"]), color="k", lw=1.5,
+                label="roof (measured)")
+        ax.scatter([top["ridge"]], [top["peak_gmacs"]], s=60, facecolors="none",
+                   edgecolors="k", zorder=4, label="ridge (the roofs meet)")
+        pairs = p.pivot(index="shape", columns="form", values=["intensity", "gmacs"]).dropna()
+        for shape in pairs.index:
+            ax.plot(pairs.loc[shape, "intensity"], pairs.loc[shape, "gmacs"], color="0.7",
+                    lw=0.8, zorder=1)
+        for form, colour in palette.items():
+            q = p[p["form"] == form]
+            ax.scatter(q["intensity"], q["gmacs"], color=colour, s=30, zorder=3,
+                       label=f"{form} layers")
+        ax.set(xscale="log", yscale="log")
+        ax.set_xlabel("MACs per byte moved (at least)", fontsize=9)
+        ax.set_ylabel("GMAC/s", fontsize=9)
+        ax.set_title(f"{titles.get(device, device)}\nridge at {num(top['ridge'], 2)} MACs/byte",
+                     fontsize=9)
+        ax.tick_params(which="both", labelsize=8)
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers, 2 and 5 between the powers of ten
+            axis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(plt.FuncFormatter(
+                lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    return fig
+
+
+def layer_shares(layers: pd.DataFrame):
+    """tf-09's per-layer costs: the share of parameters (left) and of MACs (right) of each
+    layer, one row of panels per model of `layers` (`flops.group_costs` by layer, with a
+    `model` column), coloured by the resolution of the layer's output."""
+    models = list(dict.fromkeys(layers["model"]))
+    resolutions = sorted(layers["resolution"].unique(), key=lambda r: -int(r.split("x")[0]))
+    palette = dict(zip(resolutions, sns.color_palette("viridis", len(resolutions)), strict=True))
+    sizes = [layers["model"].eq(m).sum() for m in models]
+    fig, axes = plt.subplots(len(models), 2, figsize=(COLUMN_INCHES, 1.2 + 0.3 * sum(sizes)),
+                             sharex="col", squeeze=False, gridspec_kw={"height_ratios": sizes})
+    for row, model in zip(axes, models, strict=True):
+        d = layers[layers["model"] == model]
+        for ax, col, name in zip(row, ("params_pct", "macs_pct"),
+                                 ("% of parameters", "% of MACs"), strict=True):
+            ax.barh(d["layer"], d[col], color=d["resolution"].map(palette))
+            ax.set_ylim(len(d) - 0.5, -0.5)
+            ax.tick_params(labelsize=8)
+            if model == models[-1]:  # the columns share their x axis: name it once
+                ax.set_xlabel(name, fontsize=9)
+        row[0].set_ylabel(model, fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in palette.values()]
+    fig.legend(handles, [r.replace("x", "×") for r in palette], title="output resolution",
+               loc="lower center", ncol=len(palette), fontsize=8, title_fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.6 / fig.get_size_inches()[1], 1, 1))  # 0.6 in: the legend
+    return fig
