@@ -641,20 +641,9 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
                   file=sys.stderr, flush=True)
 
     if dask_address:
-        from dask.distributed import Client, as_completed
+        from dask.distributed import as_completed
 
-        try:
-            try:
-                client = Client(dask_address, timeout="10s")
-            except AssertionError:
-                # distributed starts the client's event loop in a thread and asserts it is
-                # up within 10 s; on a busy machine it may not be: once more, then fail.
-                client = Client(dask_address, timeout="10s")
-        except (OSError, ValueError, TimeoutError) as e:
-            raise SchedulerUnreachable(
-                f"cannot reach a Dask scheduler at {dask_address!r} ({e}); give its address "
-                "as tcp://HOST:PORT (`dask scheduler` prints it), or drop --dask to run "
-                "here") from None
+        client = _dask_client(dask_address)
         with client:
             # Dask runs get a fresh kernel each (no `kernel`): a worker runs several runs at
             # once in threads of one process, each with its own event loop and thread count,
@@ -695,6 +684,43 @@ def run_batch(runs: list, results: Path, data_root: Path, *, jobs: int = 1, forc
             _in_processes(todo, 1, done, args, unmet)
     bar.close()
     return outcomes
+
+
+def _dask_client(address: str):
+    """A client of the Dask scheduler at `address`; SchedulerUnreachable if there is none.
+
+    distributed starts a client's event loop in a thread, holding a lock of its own, and
+    asserts the loop is up within 10 s; on a busy machine it may not be: once more, then
+    fail. A client whose start failed half-way is closed here, at once: left to the garbage
+    collector, its close could run inside a later client's start, under that lock, and wait
+    on it for ever. Collecting garbage first closes any such client this process made
+    elsewhere (a caller's, a test's) before the new client takes the lock.
+    """
+    import gc
+
+    from dask.distributed import Client
+
+    for attempt in (1, 2):
+        gc.collect()
+        client = Client.__new__(Client)  # a reference to close, should __init__ fail
+        try:
+            client.__init__(address, timeout="10s")
+            return client
+        except AssertionError:
+            _close_client(client)
+            if attempt == 2:
+                raise
+        except (OSError, ValueError, TimeoutError) as e:
+            _close_client(client)
+            raise SchedulerUnreachable(
+                f"cannot reach a Dask scheduler at {address!r} ({e}); give its address "
+                "as tcp://HOST:PORT (`dask scheduler` prints it), or drop --dask to run "
+                "here") from None
+
+
+def _close_client(client) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
 
 
 class TimeLeft:

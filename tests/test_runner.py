@@ -194,6 +194,33 @@ def test_dask_executes_the_same_runs(env):
     assert json.loads((results / "runs" / runs[0].key / "out.json").read_text()) == {"value": 10}
 
 
+# distributed starts a client's event loop under a lock of its own; a client left half-made
+# by a failed start, closed by the garbage collector inside that section (which any allocation
+# can trigger: here, on purpose), waited on the lock for ever (a CI run hung so).
+GC_IN_CLIENT_START = """
+from distributed import LocalCluster, utils
+import gc
+from analysis import runner
+start = utils.LoopRunner._start_unlocked
+utils.LoopRunner._start_unlocked = lambda self: (gc.collect(), start(self))[1]
+with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+    gc.disable()  # the failed client stays garbage until the next one starts
+    try:
+        runner._dask_client("notanaddress")
+    except runner.SchedulerUnreachable:
+        pass
+    with runner._dask_client(cluster.scheduler_address):
+        print("second client up", flush=True)
+"""
+
+
+def test_a_dask_client_that_failed_to_start_cannot_hang_the_next_one():
+    pytest.importorskip("distributed")
+    done = subprocess.run([sys.executable, "-c", GC_IN_CLIENT_START], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "second client up" in done.stdout, done.stderr[-3000:]
+
+
 def test_jobs_default_comes_from_the_environment(monkeypatch):
     from analysis import cli
 
