@@ -36,9 +36,6 @@ PROFILES = ("smoke", "cpu", "full")
 RUNNER_PARAMS = ("run_dir", "data_dir", "results_dir")
 # The parameter a run that `needs` another gets: the key of the run it needs.
 TRAINED_RUN = "trained_run"
-# Modules whose code cannot change a run's numbers; editing them keeps runs valid.
-PRESENTATION_MODULES = {"plots", "results", "book", "cli", "runner", "plan", "paths",
-                        "answers"}
 PACKAGE_DIR = Path(__file__).parent
 EXPERIMENT_KEYS = {"notebook", "protocol", "questions", "params", "cases", "grid", "seeds",
                    "profiles", "description", "exclusive", "threads", "needs"}
@@ -151,7 +148,8 @@ def _all_modules() -> set[str]:
 
 
 def compute_modules(nb_path: Path) -> list[str]:
-    """The analysis modules a notebook's results depend on (transitively), presentation excluded."""
+    """The analysis modules a notebook imports, directly or through one another: the code
+    that runs inside its runs, all of it part of their keys (no list of modules to keep)."""
     return _compute_modules(_code_source(nb_path))
 
 
@@ -161,7 +159,7 @@ def _compute_modules(code: str) -> list[str]:
     while todo:
         name = todo.pop()
         source = PACKAGE_DIR / f"{name}.py"
-        if name in seen or name in PRESENTATION_MODULES or not source.exists():
+        if name in seen or not source.exists():
             continue
         seen.add(name)
         todo |= _imported_modules(source.read_text())
@@ -176,9 +174,9 @@ def code_fingerprint(nb_path: Path) -> dict:
 
 
 def run_key(nb_path: Path, params: dict, data_fingerprint: str, code: dict | None = None) -> str:
-    """Content hash of what determines a run's result: notebook code, parameters,
-    the compute modules it imports, and the data it reads. `code` is the notebook's
-    `code_fingerprint`, when the caller already has it."""
+    """Content hash of what determines a run's result: notebook code, parameters, the
+    analysis modules it imports (`compute_modules`), and the data it reads. `code` is the
+    notebook's `code_fingerprint`, when the caller already has it."""
     blob = json.dumps({"code": code or code_fingerprint(nb_path), "params": params,
                        "data": data_fingerprint}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

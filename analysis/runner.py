@@ -56,8 +56,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from analysis import paths, plan
+from analysis.artifacts import read_json, write
 from analysis.data import FOLDER
-from analysis.results import DONE, read_json, write
+from analysis.results import DONE
 from analysis.train import THREADS_FILE_ENV
 
 LIBRARIES = ("torch", "torchvision", "numpy", "pandas", "papermill", "fvcore")

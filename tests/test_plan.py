@@ -146,19 +146,36 @@ def test_key_depends_on_params_data_and_notebook_code(tmp_path):
     assert plan.run_key(edited, params, "d") != key
 
 
-def test_key_follows_training_code_not_presentation_code(tmp_path, monkeypatch):
-    nb = paths.EXPERIMENTS_DIR / "train.ipynb"
-    assert {"train", "data", "models"} <= set(plan.compute_modules(nb))
-    assert not {"plots", "results"} & set(plan.compute_modules(nb))
+def test_key_covers_the_code_the_notebooks_run_and_not_the_books(tmp_path, monkeypatch):
+    notebooks = sorted(paths.EXPERIMENTS_DIR.glob("*.ipynb"))
+    for nb in notebooks:  # what a run saves, and how it reads another run back, is in
+        assert {"artifacts", "train", "data", "paths"} <= set(plan.compute_modules(nb))
+        assert not {"results", "plots", "book", "answers", "runner"} & set(
+            plan.compute_modules(nb)), nb.name
     package = tmp_path / "analysis"
     shutil.copytree(plan.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(plan, "PACKAGE_DIR", package)
-    params = {"lr": 0.1}
-    key = plan.run_key(nb, params, "d")
-    (package / "plots.py").write_text((package / "plots.py").read_text() + "\n# restyled\n")
-    assert plan.run_key(nb, params, "d") == key
-    (package / "train.py").write_text((package / "train.py").read_text() + "\n# changed\n")
-    assert plan.run_key(nb, params, "d") != key
+
+    def keys():
+        return [plan.run_key(nb, {"lr": 0.1}, "d") for nb in notebooks]
+
+    def edit(module, old, new):
+        source = (package / f"{module}.py").read_text()
+        assert old in source
+        (package / f"{module}.py").write_text(source.replace(old, new))
+
+    before = keys()
+    edit("results", "def difference(", "def difference(  # restyled\n    ")  # the reading side
+    edit("plots", "import math", "import math  # restyled")
+    assert keys() == before
+    # What a training run saves: every notebook imports it, directly or through another.
+    edit("artifacts", 'write(run_dir, "metrics", metrics)',
+         'write(run_dir, "metrics", metrics.round(4))')
+    after = keys()
+    assert all(a != b for a, b in zip(after, before, strict=True))
+    # How the landscape notebook rebuilds the network it studies.
+    edit("artifacts", "return model.eval()", "return model.eval().float()")
+    assert all(a != b for a, b in zip(keys(), after, strict=True))
 
 
 @pytest.mark.parametrize("code, modules", [

@@ -18,8 +18,8 @@ from tiny_plans import dependency_plan, make_notebook
 from analysis import plan, runner
 
 WRITES_VALUE = """
-    from analysis import results
-    results.write(run_dir, "out", {"value": value * 2})
+    from analysis import artifacts
+    artifacts.write(run_dir, "out", {"value": value * 2})
 """
 
 
@@ -78,8 +78,8 @@ def test_failure_is_recorded_isolated_and_retried(env):
 def test_diverged_status_comes_from_the_notebook_summary(env):
     exp, results = env
     body = """
-        from analysis import results
-        results.write(run_dir, "summary", {"status": "diverged",
+        from analysis import artifacts
+        artifacts.write(run_dir, "summary", {"status": "diverged",
                                            "diverged_at": {"epoch": 2, "step": 7}})
     """
     rec = record(make_notebook(exp, "div.ipynb", body))
@@ -97,8 +97,8 @@ def test_a_run_locked_elsewhere_is_waited_for_then_found_cached(env, tmp_path):
         import pathlib, time
         while not pathlib.Path({str(gate)!r}).exists():
             time.sleep(0.1)
-        from analysis import results
-        results.write(run_dir, "out", {{"value": value}})
+        from analysis import artifacts
+        artifacts.write(run_dir, "out", {{"value": value}})
     """
     rec = record(make_notebook(exp, "slow.ipynb", body))
     first = []
@@ -139,8 +139,8 @@ def test_killed_run_leaves_no_finished_folder_and_resumes(env, tmp_path):
         pathlib.Path({str(tmp_path / 'started')!r}).write_text(str(os.getpid()))
         while not pathlib.Path({str(gate)!r}).exists():
             time.sleep(0.1)
-        from analysis import results
-        results.write(run_dir, "out", {{"value": value}})
+        from analysis import artifacts
+        artifacts.write(run_dir, "out", {{"value": value}})
     """
     rec = record(make_notebook(exp, "slow.ipynb", body))
     script = (f"from analysis import runner; import pathlib, json; "
@@ -350,18 +350,6 @@ def test_status_shows_the_error_of_a_failed_run(env, capsys):
     assert "error: RuntimeError: planted failure" in capsys.readouterr().out
 
 
-def test_saved_metrics_keep_every_epoch_key_and_a_header_without_epochs(tmp_path):
-    import pandas as pd
-
-    from analysis import results
-
-    epoch = {c: 0.5 for c in results.EPOCH_COLUMNS} | {"epoch": 1, "grad_norm": 3.0}
-    results.save_training(tmp_path / "a", {"epochs": [epoch], "status": "finished"})
-    assert pd.read_csv(tmp_path / "a" / "metrics.csv")["grad_norm"].tolist() == [3.0]
-    results.save_training(tmp_path / "b", {"epochs": [], "status": "finished"})
-    assert list(pd.read_csv(tmp_path / "b" / "metrics.csv").columns) == results.EPOCH_COLUMNS
-
-
 # ---------------------------------------------------------------- scheduling and threads
 
 @pytest.mark.parametrize("cpus, jobs, running, pending, threads", [
@@ -421,10 +409,10 @@ def test_follow_thread_hint_sets_torch_threads_and_ignores_bad_files(tmp_path, m
 
 TIMED = """
     import os, time
-    from analysis import results
+    from analysis import artifacts
     start = time.time()
     time.sleep(1.0)
-    results.write(run_dir, "out", {"start": start, "end": time.time(),
+    artifacts.write(run_dir, "out", {"start": start, "end": time.time(),
                                    "omp": os.environ.get("OMP_NUM_THREADS"),
                                    "hint": os.environ.get("DLBOOK_THREADS_FILE")})
 """
@@ -491,21 +479,21 @@ def test_dask_runs_an_exclusive_run_alone_before_the_others(env, fake_data_dir, 
 # Three runs, two jobs: A ends at once; C starts while B runs, so it gets a job's share;
 # B waits for C to start, then ends, and C, now alone, is told to take every core.
 HINT_A = """
-    from analysis import results
-    results.write(run_dir, "out", {{}})
+    from analysis import artifacts
+    artifacts.write(run_dir, "out", {{}})
 """
 HINT_B = """
     import pathlib, time
-    from analysis import results
+    from analysis import artifacts
     deadline = time.time() + 120
     while not pathlib.Path({gate!r}).exists() and time.time() < deadline:
         time.sleep(0.1)
-    results.write(run_dir, "out", {{}})
+    artifacts.write(run_dir, "out", {{}})
 """
 HINT_C = """
     import os, pathlib, time
     import torch
-    from analysis import results, train
+    from analysis import artifacts, train
     hint = pathlib.Path(os.environ["DLBOOK_THREADS_FILE"])
     at_start = {{"omp": os.environ["OMP_NUM_THREADS"], "hint": hint.read_text(),
                  "torch": torch.get_num_threads()}}
@@ -515,7 +503,7 @@ HINT_C = """
         time.sleep(0.1)
     later = hint.read_text()
     train.follow_thread_hint()  # what train.train does at the start of every epoch
-    results.write(run_dir, "out", {{"at_start": at_start, "hint_later": later,
+    artifacts.write(run_dir, "out", {{"at_start": at_start, "hint_later": later,
                                     "torch_later": torch.get_num_threads()}})
 """
 
@@ -555,8 +543,8 @@ WARM = """
     found["figures"] = len(plt.get_fignums())
     plt.figure()
     marker = value
-    from analysis import results
-    results.write(run_dir, "out", found)
+    from analysis import artifacts
+    artifacts.write(run_dir, "out", found)
     os.chdir(os.path.dirname(run_dir))
 """
 
@@ -789,7 +777,7 @@ def test_a_run_whose_needed_run_is_nowhere_fails_unexecuted(env, jobs):
 
 
 def test_a_diverged_or_dead_needed_run_is_unmet(tmp_path):
-    from analysis.results import write
+    from analysis.artifacts import write
 
     write(tmp_path / "runs" / "k1", "status", {"status": "finished"})
     write(tmp_path / "runs" / "k2", "status", {"status": "diverged", "error": "loss became "
