@@ -1,10 +1,14 @@
 """The `dlbook` command: run the plan, report its status, check the book, print model costs."""
 import argparse
+import json
 import os
 import sys
+import time
+from pathlib import Path
 
-from analysis.paths import JOBS_ENV
-from analysis.plan import PROFILES
+from analysis.models import MODELS
+from analysis.paths import JOBS_ENV, RESULTS_ENV
+from analysis.plan import PROFILES, TRAINED_RUN
 
 
 def _version() -> str:
@@ -104,8 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "flops", help="parameters and multiply-accumulates of a model (fvcore)",
         description="Parameters and multiply-accumulates (fvcore) of one image through a "
         "model, grouped as --by says, with the operators fvcore counts as zero.")
-    sp.add_argument("model", help="lenet5, resnet20, plain20, resnet20_separable, "
-                    "squeezenet1_0 or alexnet")
+    sp.add_argument("model", metavar="MODEL", help=f"one of {', '.join(MODELS)}")
     sp.add_argument("--input", metavar="CxHxW", default=None,
                     help="input shape without batch (default: 3x32x32, or 3x224x224 for "
                     "squeezenet1_0/alexnet)")
@@ -142,9 +145,7 @@ def main(argv=None) -> int:
 
 def _dispatch(args) -> int:
     if args.command in ("run", "status"):
-        from analysis import runner
-
-        return runner.cli(args)
+        return run_or_status(args)
     if args.command == "check":
         from analysis import book
 
@@ -164,6 +165,149 @@ def _dispatch(args) -> int:
                   f"such as its default {default}.", file=sys.stderr)
             return 2
     return 2
+
+
+# ---------------------------------------------------------------- run and status
+
+def run_or_status(args) -> int:
+    """`dlbook run` and `dlbook status`: the plan for a profile, then the batch executed, or
+    every run's state listed."""
+    from analysis import plan, runner, store
+
+    name = f"dlbook {args.command}"
+    try:
+        profile, settings, all_runs, selected = runner.prepare(
+            args.profile, args.data_dir, args.results, args.only, getattr(args, "seeds", None),
+            force=getattr(args, "force", False), download=args.command == "run")
+    except (plan.PlanError, FileNotFoundError, ValueError) as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 2
+    results = settings.results
+    if args.command == "status":
+        print_status(status_rows(results, selected), profile, results)
+        return 0
+    print(f"dlbook run: profile {profile}, {len(selected)} runs, data {settings.data_root}, "
+          f"results {results}", file=sys.stderr)
+    if args.dask and args.jobs > 1:
+        print(f"{name}: --jobs is ignored with --dask: the cluster's workers set how many "
+              "runs execute at once", file=sys.stderr)
+    start = time.time()
+    try:
+        store.write_index(results, profile, all_runs)
+        outcomes = runner.run_batch(selected, settings, jobs=args.jobs, dask_address=args.dask,
+                                    progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted; finished runs are kept, and running the same command "
+              "again resumes with the rest", file=sys.stderr)
+        return 130
+    except runner.SchedulerUnreachable as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{name}: cannot write the results folder {results}: {e}\n"
+              f"Choose a writable folder with --results DIR or {RESULTS_ENV}=DIR.",
+              file=sys.stderr)
+        return 2
+    print(summarize(outcomes, time.time() - start, results))
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def summarize(outcomes: list, wall: float, results: Path) -> str:
+    """What a batch did (its runner.Outcome list): counts, and each failed run's error."""
+    counts = {s: sum(o.verdict == s for o in outcomes)
+              for s in ("finished", "collapsed", "cached", "diverged", "failed")}
+    ran = len(outcomes) - counts["cached"]
+    collapsed = f", {counts['collapsed']} collapsed" if counts["collapsed"] else ""
+    lines = [f"{len(outcomes)} runs: {ran} executed ({counts['finished']} finished{collapsed}, "
+             f"{counts['diverged']} diverged, {counts['failed']} failed), "
+             f"{counts['cached']} cached; wall time {wall:.1f} s"]
+    if counts["collapsed"]:
+        lines.append(f"  {_collapsed_note()}")
+    for o in outcomes:
+        if o.status == "failed":
+            lines.append(f"  FAILED {o.key} ({', '.join(o.experiments)}): {o.error}\n"
+                         f"    see {results / 'runs' / o.key / 'notebook.ipynb'}")
+    return "\n".join(lines)
+
+
+def status_rows(results: Path, runs: list) -> list[dict]:
+    """Per planned run (a plan.Run): its state, cached (finished, collapsed or diverged),
+    failed, missing, or pending (missing, and a run it needs is not finished: `waits` says
+    which, and why if that one failed or diverged); its result; and how many stale runs are
+    on disk (same notebook and parameters under another key: code, notebook, data or the
+    run it needs changed)."""
+    from analysis import runner
+    from analysis.artifacts import read_json
+    from analysis.results import DONE, collapsed
+
+    planned = {r.key for r in runs}
+    by_params = {}
+    runs_dir = results / "runs"
+    if runs_dir.exists():
+        for d in runs_dir.iterdir():
+            if d.name.startswith(".") or d.name in planned:
+                continue
+            p = read_json(d / "params.json")
+            if p:
+                by_params.setdefault(_same_params(p.get("notebook"), p.get("params") or {}),
+                                     []).append(d.name)
+    names = {r.key: r.name for r in runs}
+    rows = []
+    for r in runs:
+        record = read_json(results / "runs" / r.key / "status.json")
+        st = record.get("status")
+        state = "cached" if st in DONE else ("failed" if st == "failed" else "missing")
+        if st == "finished" and collapsed(read_json(results / "runs" / r.key / "summary.json")
+                                          .get("best_val_acc")):
+            st = "collapsed"
+        # What a missing run waits for: the runs it needs that are not finished.
+        waits = "; ".join(f"{names.get(key, key)} ({need or 'missing'}"
+                          f"{f': {error}' if need else ''})"
+                          for key, need, error in runner.unmet_needs(r, results)
+                          ) if state == "missing" else ""
+        stale = by_params.get(_same_params(r.notebook, r.params), [])
+        rows.append({"key": r.key, "run": r.name, "experiments": ",".join(r.experiments),
+                     "state": "pending" if waits else state, "result": st or "",
+                     "stale": len(stale), "seed": r.params.get("seed"),
+                     "error": record.get("error") if st == "failed" else None,
+                     "waits": waits or None})
+    return rows
+
+
+def _same_params(notebook: str, params: dict) -> tuple:
+    """What a stale run shares with a planned one: the notebook and the parameters, but for
+    the key of the run it needs (a run that read an older model is stale too)."""
+    return notebook, json.dumps({k: v for k, v in params.items() if k != TRAINED_RUN},
+                                sort_keys=True)
+
+
+def print_status(rows: list[dict], profile: str, results: Path) -> None:
+    print(f"profile {profile}: {len(rows)} runs planned, results in {results}")
+    width = max([len(r["run"]) for r in rows] + [3])
+    print(f"{'run':{width}s} {'key':16s} {'state':8s} {'result':9s} stale")
+    for row in sorted(rows, key=lambda r: r["run"]):
+        print(f"{row['run']:{width}s} {row['key']} {row['state']:8s} "
+              f"{row['result']:9s} {row['stale'] or ''}")
+        if row["error"]:
+            print(f"{'':{width + 18}s}error: {row['error']}")
+        if row.get("waits"):
+            print(f"{'':{width + 18}s}waits for {row['waits']}")
+    states = [r["state"] for r in rows]
+    collapsed = sum(r["result"] == "collapsed" for r in rows)
+    pending = f"pending {states.count('pending')}, " if "pending" in states else ""
+    print(f"cached {states.count('cached')}"
+          f"{f' ({collapsed} collapsed)' if collapsed else ''}, missing "
+          f"{states.count('missing')}, {pending}failed {states.count('failed')}, "
+          f"stale {sum(r['stale'] > 0 for r in rows)}")
+    if collapsed:
+        print(_collapsed_note())
+
+
+def _collapsed_note() -> str:
+    from analysis.results import CHANCE_BAND
+
+    return (f"collapsed: finished, but never above chance (best validation accuracy <= "
+            f"{CHANCE_BAND}), which the book counts as a failed run like a diverged one")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from analysis.paths import DATA_ENV, cache_dir, data_dir
+from analysis.paths import CIFAR10_FOLDER, DATA_ENV, cache_dir, data_dir
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
 
-FOLDER = "cifar-10-batches-py"
+FOLDER = CIFAR10_FOLDER
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"

@@ -19,11 +19,17 @@ PLAN_FILE = "experiments/plan.yaml"
 ANSWERS_FILE = "book/answers.yml"
 COURSE_FILE = "book/course.yml"
 EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
+# The folder CIFAR-10's python archive extracts to, inside the data folder.
+CIFAR10_FOLDER = "cifar-10-batches-py"
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """Folder that holds (or will hold) `cifar-10-batches-py/`."""
-    return Path(explicit or os.environ.get(DATA_ENV) or "data").expanduser().resolve()
+    """Folder that holds (or will hold) `cifar-10-batches-py/`. Given that folder itself,
+    its parent: the copy is found there, rather than downloaded again inside it."""
+    root = Path(explicit or os.environ.get(DATA_ENV) or "data").expanduser().resolve()
+    if root.name == CIFAR10_FOLDER and root.is_dir() and not (root / CIFAR10_FOLDER).exists():
+        return root.parent
+    return root
 
 
 def results_dir(explicit: str | os.PathLike | None = None) -> Path:

@@ -36,15 +36,13 @@ PROFILES = ("smoke", "cpu", "full")
 RUNNER_PARAMS = ("run_dir", "data_dir", "results_dir")
 # The parameter a run that `needs` another gets: the key of the run it needs.
 TRAINED_RUN = "trained_run"
-# Modules whose code cannot change a run's numbers; editing them keeps runs valid.
-PRESENTATION_MODULES = {"plots", "results", "book", "cli", "runner", "plan", "paths",
-                        "answers"}
 PACKAGE_DIR = Path(__file__).parent
 EXPERIMENT_KEYS = {"notebook", "protocol", "questions", "params", "cases", "grid", "seeds",
                    "profiles", "description", "exclusive", "threads", "needs"}
 NEEDS_EXAMPLE = "e.g. needs: {experiment: resnet-pair, match: [model, seed]}"
-# CIFAR-10's 50,000 training images; `val_size` of them are held out for validation.
-CIFAR10_TRAIN = 50_000
+# CIFAR-10's 50,000 training images (`val_size` of them are held out for validation) and
+# 10,000 test images.
+CIFAR10_TRAIN, CIFAR10_TEST = 50_000, 10_000
 
 
 class PlanError(ValueError):
@@ -64,11 +62,20 @@ class Run:
     threads: int | None = None
     # The keys of the runs this one needs (`needs` in the plan): it starts after them.
     needs: list = field(default_factory=list)
+    # What `dlbook status` and the run log call it: its first experiment and the parameters
+    # that set it apart from that experiment's other runs (see `label`).
+    label: str = ""
 
     def record(self) -> dict:
         return {"key": self.key, "notebook": self.notebook, "params": self.params,
                 "experiments": self.experiments, "questions": self.questions,
-                "exclusive": self.exclusive, "threads": self.threads, "needs": self.needs}
+                "exclusive": self.exclusive, "threads": self.threads, "needs": self.needs,
+                "label": self.label}
+
+    @property
+    def name(self) -> str:
+        """Its label, or for a run made by hand, its key."""
+        return self.label or self.key
 
 
 def quarto_profile() -> str | None:
@@ -162,7 +169,8 @@ def _all_modules() -> set[str]:
 
 
 def compute_modules(nb_path: Path) -> list[str]:
-    """The analysis modules a notebook's results depend on (transitively), presentation excluded."""
+    """The analysis modules a notebook imports, directly or through one another: the code
+    that runs inside its runs, all of it part of their keys (no list of modules to keep)."""
     return _compute_modules(_code_source(nb_path))
 
 
@@ -172,7 +180,7 @@ def _compute_modules(code: str) -> list[str]:
     while todo:
         name = todo.pop()
         source = PACKAGE_DIR / f"{name}.py"
-        if name in seen or name in PRESENTATION_MODULES or not source.exists():
+        if name in seen or not source.exists():
             continue
         seen.add(name)
         todo |= _imported_modules(source.read_text())
@@ -187,9 +195,9 @@ def code_fingerprint(nb_path: Path) -> dict:
 
 
 def run_key(nb_path: Path, params: dict, data_fingerprint: str, code: dict | None = None) -> str:
-    """Content hash of what determines a run's result: notebook code, parameters,
-    the compute modules it imports, and the data it reads. `code` is the notebook's
-    `code_fingerprint`, when the caller already has it."""
+    """Content hash of what determines a run's result: notebook code, parameters, the
+    analysis modules it imports (`compute_modules`), and the data it reads. `code` is the
+    notebook's `code_fingerprint`, when the caller already has it."""
     blob = json.dumps({"code": code or code_fingerprint(nb_path), "params": params,
                        "data": data_fingerprint}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -321,14 +329,7 @@ def _check_needs(plan: dict, name: str, experiments_dir: Path) -> None:
             and TRAINED_RUN not in match):
         raise PlanError(f"{where}.match: expected a non-empty list of the parameter names "
                         f"whose values pick the needed run ({NEEDS_EXAMPLE}); got {match!r}")
-    chain = [name, other]
-    while (step := _needed_experiment(experiments, chain[-1])) is not None:
-        chain.append(step)
-        if step == name:
-            raise PlanError(f"{where}: a cycle: {' needs '.join(chain)}; a run cannot start "
-                            "before the runs it needs, so one of these needs must go")
-        if step in chain[:-1]:
-            break  # a cycle further on, reported for the experiments in it
+    _needed_first(plan, [name])  # a cycle of needs fails here
     declared = notebook_parameters(experiments_dir / exp["notebook"])
     if TRAINED_RUN not in declared:
         raise PlanError(f"{where}: {exp['notebook']} does not declare {TRAINED_RUN!r}: add "
@@ -464,7 +465,8 @@ def expand(plan: dict, profile: str, data_fingerprint: str, only: list[str] | No
             key = run_key(nb_path, params, data_fingerprint, code[exp["notebook"]])
             expanded[name].append((params, key))
             run = runs.setdefault(key, Run(key, exp["notebook"], params,
-                                           needs=[params[TRAINED_RUN]] if needs else []))
+                                           needs=[params[TRAINED_RUN]] if needs else [],
+                                           label=label(name, exp, params)))
             if name not in run.experiments:
                 run.experiments.append(name)
             run.questions.extend(q for q in exp["questions"] if q not in run.questions)
@@ -476,24 +478,49 @@ def expand(plan: dict, profile: str, data_fingerprint: str, only: list[str] | No
     return with_needs(chosen, list(runs.values()))
 
 
+def label(name: str, exp: dict, params: dict) -> str:
+    """A run's name, e.g. 'lenet-bn-lr batch_norm=True lr=0.5 seed=2': experiment `name`
+    (its entry `exp`) and the run's values of what the experiment varies on any profile
+    (its grid's axes, its cases' keys), even where a profile plans one value of it."""
+    axes = [*(exp.get("grid") or {}),
+            *(a for o in (exp.get("profiles") or {}).values() for a in (o or {}).get("grid") or {}),
+            *(k for case in exp.get("cases") or [] for k in case)]
+    shown = [a for a in dict.fromkeys(axes) if a in params and a != TRAINED_RUN]
+    return " ".join([name, *(f"{a}={params[a]}" for a in shown), f"seed={params.get('seed')}"])
+
+
 def _needed_first(plan: dict, names: list[str]) -> list[str]:
     """`names` and the experiments they need (transitively), each after those it needs."""
-    ordered: list[str] = []
+    def needs(name: str) -> list[str]:
+        other = _needed_experiment(plan["experiments"], name)
+        return [] if other is None else [other]
 
-    def visit(name: str, path: tuple) -> None:
-        if name in path:
-            raise PlanError(f"experiments.{name}.needs: a cycle: {' needs '.join(path)} needs "
-                            f"{name}; a run cannot start before the runs it needs")
-        if name in ordered:
+    def cycle(path: tuple) -> PlanError:
+        return PlanError(f"experiments.{path[-1]}.needs: a cycle: {' needs '.join(path)}; a "
+                         "run cannot start before the runs it needs, so one of these needs "
+                         "must go")
+
+    return _after_needs(names, needs, cycle)
+
+
+def _after_needs(items: list[str], needs, cycle) -> list[str]:
+    """`items` and what they need (`needs(item)`: a list), each after what it needs, in
+    the order of `items` otherwise; `cycle(path)` is the PlanError for items that need
+    each other, `path` the chain from the first of them back to it."""
+    out: list[str] = []
+
+    def place(item: str, path: tuple) -> None:
+        if item in path:
+            raise cycle((*path[path.index(item):], item))
+        if item in out:
             return
-        needs = plan["experiments"][name].get("needs")
-        if needs:
-            visit(needs["experiment"], (*path, name))
-        ordered.append(name)
+        for other in needs(item):
+            place(other, (*path, item))
+        out.append(item)
 
-    for name in names:
-        visit(name, ())
-    return ordered
+    for item in items:
+        place(item, ())
+    return out
 
 
 def with_needs(selected: list[Run], runs: list[Run]) -> list[Run]:
@@ -511,20 +538,47 @@ def with_needs(selected: list[Run], runs: list[Run]) -> list[Run]:
 
 # ---------------------------------------------------------------- scheduling
 
-def expected_cost(notebook: str, params: dict) -> float:
-    """A run's expected compute in multiply-accumulates, to start the longest runs first.
+@dataclass(frozen=True)
+class Work:
+    """What a run computes, in images through its model: `train` images through a training
+    step (forward and backward), `forward` images through the forward pass alone."""
+    model: str
+    train: float
+    forward: float
 
-    Training: epochs x training images x the model's MACs per image (the backward pass
-    and evaluation scale with these too, so the constant factors do not change the
-    order). A 0-epoch run still evaluates its model: it counts as a fifth of an epoch.
-    Other notebooks (cost tables, latency) take seconds: 0.
-    """
-    if notebook != "train.ipynb":
+
+def expected_work(notebook: str, params: dict) -> Work | None:
+    """What a run of `notebook` with `params` computes; None for the notebooks whose time
+    the model's size does not tell (the latency tables, the digits)."""
+    if notebook == "train.ipynb":
+        from analysis import train
+
+        p = {**train.DEFAULTS, **params}
+        val = p["val_size"]
+        images = min(p["subset"] or CIFAR10_TRAIN - val, CIFAR10_TRAIN - val)
+        # Every epoch trains on `images`, then evaluates the validation split and as many
+        # training images; before, the validation split; after, the test set, with the
+        # final weights and the best ones.
+        forward = val + p["epochs"] * (val + min(val, images)) + 2 * CIFAR10_TEST
+        return Work(p["model"], p["epochs"] * images, forward)
+    if notebook == "landscape.ipynb":
+        subset = params["subset"]
+        # Every point of the slice and the surface, the two ends, batch-norm statistics; a
+        # Hessian-vector product costs about two training steps, at two points.
+        points = params["points_1d"] + params["points_2d"] ** 2 + 3
+        hessian = 2 * 2 * params["hessian_iters"] * (params["hessian_subset"] or subset)
+        return Work(params["model"], hessian, points * subset)
+    return None
+
+
+def expected_cost(notebook: str, params: dict) -> float:
+    """A run's expected compute in multiply-accumulates (`expected_work` at the model's MACs
+    per image, a training step counted as three forward passes), to start the longest runs
+    first; 0 for the notebooks without an expected work, which take seconds."""
+    work = expected_work(notebook, params)
+    if work is None:
         return 0.0
-    available = CIFAR10_TRAIN - params.get("val_size", 5000)
-    images = min(params.get("subset") or available, available)
-    epochs = max(params.get("epochs", 0), 0.2)
-    return epochs * images * _macs_per_image(params.get("model", "lenet5"))
+    return (3 * work.train + work.forward) * _macs_per_image(work.model)
 
 
 @functools.cache
@@ -532,24 +586,6 @@ def _macs_per_image(model: str) -> int:
     from analysis import flops, models
 
     return flops.totals(models.build_model(model), (3, 32, 32))["macs"]
-
-
-def labels(runs: list[Run]) -> dict[str, str]:
-    """A short name per run key: its first experiment and the parameters that set it
-    apart from that experiment's other runs, e.g. 'lenet-bn-lr lr=0.5 batch_norm=True
-    seed=2' (what `dlbook status` and the run log show)."""
-    by_experiment: dict[str, list[Run]] = {}
-    for run in runs:
-        by_experiment.setdefault(run.experiments[0], []).append(run)
-    names = {}
-    for experiment, members in by_experiment.items():
-        # `trained_run` follows from the matched parameters, which show already.
-        varying = [k for k in members[0].params if k not in ("seed", TRAINED_RUN)
-                   and len({json.dumps(m.params.get(k), sort_keys=True) for m in members}) > 1]
-        for run in members:
-            parts = [f"{k}={run.params.get(k)}" for k in varying]
-            names[run.key] = " ".join([experiment, *parts, f"seed={run.params.get('seed')}"])
-    return names
 
 
 def dispatch_order(runs: list[Run]) -> list[Run]:
@@ -575,23 +611,13 @@ def runs_alone(runs: list[Run]) -> set[str]:
 def _needs_first(ordered: list[Run]) -> list[Run]:
     """`ordered`, with each run moved after the runs among them it needs; stable otherwise."""
     by_key = {r.key: r for r in ordered}
-    out: list[Run] = []
-    placed: set[str] = set()
 
-    def place(run: Run, path: tuple) -> None:
-        if run.key in path:
-            raise PlanError(f"runs that need each other: {' needs '.join((*path, run.key))}")
-        if run.key in placed:
-            return
-        for key in run.needs:
-            if key in by_key:
-                place(by_key[key], (*path, run.key))
-        placed.add(run.key)
-        out.append(run)
+    def cycle(path: tuple) -> PlanError:
+        return PlanError(f"runs that need each other: {' needs '.join(path)}")
 
-    for run in ordered:
-        place(run, ())
-    return out
+    keys = _after_needs(list(by_key), lambda k: [n for n in by_key[k].needs if n in by_key],
+                        cycle)
+    return [by_key[k] for k in keys]
 
 
 def _chain_costs(runs: list[Run]) -> dict[str, float]:

@@ -23,12 +23,22 @@ import pandas as pd
 
 from analysis import paths
 
+# The write side runs inside the experiment notebooks, and is part of their runs' keys.
+from analysis.artifacts import (  # noqa: F401 - the chapters read these from here too
+    EPOCH_COLUMNS,
+    ResultsMissing,
+    load_weights,
+    read_json,
+    run_dir,
+    save_training,
+    trained_model,
+    write,
+)
+
 DONE = ("finished", "diverged")
 NOISE_LEVEL = 0.95  # the confidence level of every interval in the book
 # Columns `runs` takes from each run's status.json: facts about the run, not parameters.
 STATUS_COLUMNS = ("device", "host", "seconds", "error", "data_official")
-EPOCH_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "clean_train_loss",
-                 "clean_train_acc", "lr", "update_ratio", "seconds"]
 
 
 # A run whose best validation accuracy is at most this never beat chance (10% on ten
@@ -46,54 +56,6 @@ def collapsed(best_val_acc) -> bool:
 def failed(runs: pd.DataFrame) -> pd.Series:
     """Per run: diverged (non-finite loss) or collapsed (finite loss, never above chance)."""
     return (runs["status"] == "diverged") | runs["best_val_acc"].map(collapsed)
-
-
-class ResultsMissing(LookupError):
-    """The results the book asks for do not exist yet."""
-
-
-# ---------------------------------------------------------------- writing (inside runs)
-
-def write(run_dir, name: str, obj) -> Path:
-    """Store a DataFrame as <name>.csv or a JSON-able object as <name>.json in the run folder."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(obj, pd.DataFrame):
-        path = run_dir / f"{name}.csv"
-        obj.to_csv(path, index=False)
-    else:
-        path = run_dir / f"{name}.json"
-        path.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True))
-    return path
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None if math.isnan(obj) else str(obj)
-    if hasattr(obj, "item"):  # numpy / torch scalars
-        return _jsonable(obj.item())
-    return obj
-
-
-def save_training(run_dir, result: dict) -> None:
-    """What a training run keeps: per-epoch metrics, a summary, and the weights if kept."""
-    # Every key the engine reports per epoch; the fixed list only heads an empty table
-    # (a zero-epoch run), which would otherwise be a file without a header.
-    epochs = result["epochs"]
-    metrics = pd.DataFrame(epochs) if epochs else pd.DataFrame(columns=EPOCH_COLUMNS)
-    write(run_dir, "metrics", metrics)
-    write(run_dir, "steps", pd.DataFrame(result.get("steps", []),
-                                         columns=["epoch", "step", "loss"]))
-    summary = {k: v for k, v in result.items() if k not in ("epochs", "steps", "model", "config")}
-    write(run_dir, "summary", summary)
-    if result.get("model") is not None:
-        import torch
-
-        torch.save(result["model"].state_dict(), Path(run_dir) / "weights.pt")
 
 
 def epochs_frame(result: dict) -> pd.DataFrame:
@@ -141,13 +103,6 @@ def load_index(profile: str | None = None, results=None) -> list[dict]:
                              f"run `dlbook run --profile {profile}` first "
                              f"(or point ${paths.RESULTS_ENV} at the results folder)")
     return json.loads(path.read_text())
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 def _matching(experiment, question, profile, results) -> list[dict]:
@@ -254,10 +209,6 @@ def table(name: str, experiment: str | None = None, question: str | None = None,
         raise ResultsMissing(f"finished runs of experiment={experiment!r} wrote no {name}.csv")
     out = pd.concat(frames, ignore_index=True)
     return _long_metrics(out) if long else out
-
-
-def run_dir(key: str, results=None) -> Path:
-    return _root(results) / "runs" / key
 
 
 def provenance(profile: str | None = None, results=None) -> dict:
@@ -461,28 +412,6 @@ def data_note(official: pd.Series) -> str:
     if None in values or not values:
         return "Not every run recorded whether it read the official CIFAR-10 pixels."
     return "Some runs read the official CIFAR-10 pixels and some another copy."
-
-
-def load_weights(key: str, results=None) -> dict:
-    """The final state_dict a run saved (runs with keep_weights=True)."""
-    import torch
-
-    path = run_dir(key, results) / "weights.pt"
-    if not path.exists():
-        raise ResultsMissing(f"run {key} saved no weights (set keep_weights: true in the plan)")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def trained_model(run, results=None):
-    """The network of a run (a row of `runs`, or its params) with the final weights it saved,
-    in eval mode on the CPU."""
-    from analysis import models, train
-
-    options = ({k: run.get(k, train.DEFAULTS[k]) for k in train.LENET_OPTIONS}
-               if run["model"] == "lenet5" else {})
-    model = models.build_model(run["model"], **options)
-    model.load_state_dict(load_weights(run["key"], results))
-    return model.eval()
 
 
 def predictions(run, data, split: str = "test", results=None) -> pd.DataFrame:

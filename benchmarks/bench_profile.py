@@ -39,13 +39,18 @@ from analysis.data import write_fake_cifar10
 from analysis.results import DONE, ResultsMissing, load_index, read_json
 
 
-def median_seconds(fn, repeats: int) -> float:
+def seconds(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def spread(times: list[float]) -> float:
+    """Half the range of repeated measurements: how far their median may be off."""
+    return (max(times) - min(times)) / 2
 
 
 def python(code: str) -> str:
@@ -82,7 +87,8 @@ def fixed_cost(data_root: Path, repeats: int) -> None:
     runs = zero_epoch_runs(data_root, repeats + 1)
     with tempfile.TemporaryDirectory() as results:
         start = time.perf_counter()
-        outcomes = runner.run_batch(runs, Path(results), data_root, jobs=1, progress=False)
+        outcomes = runner.run_batch(runs, runner.Settings(Path(results), data_root), jobs=1,
+                                    progress=False)
         wall = time.perf_counter() - start
         for outcome in outcomes:
             if outcome.status != "finished":
@@ -94,37 +100,50 @@ def fixed_cost(data_root: Path, repeats: int) -> None:
     if reused != list(range(len(outcomes))):
         print(f"bench_profile: warning: the runs did not share one kernel (earlier runs in "
               f"their kernel: {reused})", file=sys.stderr)
-    cold, warm = outcomes[0].seconds, statistics.median(o.seconds for o in outcomes[1:])
+    cold = outcomes[0].seconds
+    warm_runs = [o.seconds for o in outcomes[1:]]
+    warm = statistics.median(warm_runs)
 
-    run = runs[0].record()
-    config = {k: run["params"][k] for k in ("model", "epochs", "device")}
+    run = runs[0]
+    config = {k: run.params[k] for k in ("model", "epochs", "device")}
     call = f"train.train({config!r}, data_dir={str(data_root)!r}, progress=False)"
     twice = (f"import time; from analysis import train; {call}; start = time.perf_counter(); "
              f"{call}; print(time.perf_counter() - start)")
-    pieces = [
-        ("fresh interpreter importing torch", median_seconds(
-            lambda: python("import torch"), repeats), cold),
-        ("Jupyter kernel starting and stopping", median_seconds(kernel_start_stop, repeats),
-         cold),
-        ("train.train, 0 epochs, fresh interpreter", median_seconds(
-            lambda: python(f"from analysis import train; {call}"), repeats), cold),
-        ("train.train, 0 epochs, again in one", statistics.median(
-            float(python(twice)) for _ in range(repeats)), warm),
+    pieces = [  # what, the samples, the run it is part of
+        ("fresh interpreter importing torch", seconds(lambda: python("import torch"), repeats),
+         "cold"),
+        ("Jupyter kernel starting and stopping", seconds(kernel_start_stop, repeats), "cold"),
+        ("train.train, 0 epochs, fresh interpreter", seconds(
+            lambda: python(f"from analysis import train; {call}"), repeats), "cold"),
+        ("train.train, 0 epochs, again in one", [float(python(twice)) for _ in range(repeats)],
+         "warm"),
     ]
+    of = {"cold": cold, "warm": warm}
     print(f"fixed cost per run, 0-epoch LeNet-5 runs through runner.run_batch (one job, "
           f"data {data_root}):")
     print(f"  cold (the slot's first run, starts its kernel) {cold:6.2f} s")
-    print(f"  warm (median of the {len(outcomes) - 1} later runs, same kernel) {warm:6.2f} s")
+    print(f"  warm (median of the {len(warm_runs)} later runs, same kernel) {warm:6.2f} s "
+          f"(+- {spread(warm_runs):.2f} s)")
     print(f"  batch wall time {wall:.2f} s for {len(outcomes)} runs (worker start and the "
           f"kernel's shutdown included)")
-    print(f"for scale, measured here (median of {repeats}):")
-    for what, seconds, of in pieces:
-        which = "cold" if of is cold else "warm"
-        print(f"  {what:42s} {seconds:6.2f} s  ({seconds / of:.0%} of a {which} run)")
-    for which, per_run, call_s in (("cold", cold, pieces[2][1]), ("warm", warm, pieces[3][1])):
-        overhead = per_run - call_s
-        print(f"  {'runner + papermill + kernel beyond it, ' + which:42s} {overhead:6.2f} s  "
-              f"({overhead / per_run:.0%} of a {which} run)")
+    print(f"for scale, measured here (median of {repeats}, +- half the range):")
+    for what, samples, which in pieces:
+        median = statistics.median(samples)
+        print(f"  {what:42s} {median:6.2f} s +- {spread(samples):.2f}  "
+              f"({median / of[which]:.0%} of a {which} run)")
+    # A run's cost beyond the training call it makes; the cold run is measured once, so its
+    # noise is the call's alone. Within the noise, no overhead is told apart from none.
+    for which, runs_s, call_s in (("cold", [cold], pieces[2][1]),
+                                  ("warm", warm_runs, pieces[3][1])):
+        overhead = statistics.median(runs_s) - statistics.median(call_s)
+        noise = spread(runs_s) + spread(call_s)
+        what = f"{'runner + papermill + kernel beyond it, ' + which:42s}"
+        if overhead <= noise:
+            print(f"  {what} within noise (the difference, {overhead:+.2f} s, is inside the "
+                  f"+- {noise:.2f} s the measurements vary by)")
+        else:
+            print(f"  {what} {overhead:6.2f} s +- {noise:.2f}  "
+                  f"({overhead / of[which]:.0%} of a {which} run)")
 
 
 def parallel_efficiency(results: Path, profile: str, jobs: int) -> None:

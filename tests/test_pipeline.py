@@ -6,7 +6,7 @@ import shutil
 import pytest
 import rendering
 
-from analysis import answers, book, cli, data, paths, plan, results, runner, train
+from analysis import answers, book, cli, data, paths, plan, results, runner, store, train
 
 
 @pytest.fixture(scope="session")
@@ -188,4 +188,4 @@ def test_runner_rejects_an_unknown_question(capsys):
 def test_key_of_a_finished_run_matches_the_plan(smoke, fake_data_dir):
     _, out = smoke
     runs = plan.expand(plan.load(), "smoke", runner.data_fingerprint(fake_data_dir))
-    assert all(runner.is_done(out, r.key) for r in runs)
+    assert all(store.is_done(out, r.key) for r in runs)

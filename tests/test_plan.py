@@ -133,6 +133,18 @@ def test_profile_resolution(monkeypatch):
         plan.resolve_profile("fast")
 
 
+def test_run_labels_name_what_sets_a_run_apart_on_any_profile(real_plan):
+    labels = {r.label: r for r in plan.expand(real_plan, "smoke", "data")}
+    assert len(labels) == len(plan.expand(real_plan, "smoke", "data"))  # one run, one name
+    # A value the smoke profile plans alone is still named: lr 2.0 is what sets it apart.
+    assert labels["lenet-bn-lr batch_norm=False lr=2.0 seed=0"].params["lr"] == 2.0
+    # A run another experiment shares is named by its first one; the rest keep their axes.
+    assert labels["lenet-bn batch_norm=True bn_noise=1.0 seed=0"].params["bn_noise"] == 1.0
+    assert labels["resnet-pair model=plain20 seed=0"].params["model"] == "plain20"
+    assert labels["lenet-adam-eps adam_eps=1.0 seed=0"].params["adam_eps"] == 1.0
+    assert labels["lenet-l1 l1=0.0001 weight_decay=0.0 seed=1"].params["seed"] == 1
+
+
 def test_key_depends_on_params_data_and_notebook_code(tmp_path):
     nb = paths.EXPERIMENTS_DIR / "train.ipynb"
     params = plan.expand(plan.load(), "smoke", "d", only=["lab1-g"])[0].params
@@ -146,19 +158,36 @@ def test_key_depends_on_params_data_and_notebook_code(tmp_path):
     assert plan.run_key(edited, params, "d") != key
 
 
-def test_key_follows_training_code_not_presentation_code(tmp_path, monkeypatch):
-    nb = paths.EXPERIMENTS_DIR / "train.ipynb"
-    assert {"train", "data", "models"} <= set(plan.compute_modules(nb))
-    assert not {"plots", "results"} & set(plan.compute_modules(nb))
+def test_key_covers_the_code_the_notebooks_run_and_not_the_books(tmp_path, monkeypatch):
+    notebooks = sorted(paths.EXPERIMENTS_DIR.glob("*.ipynb"))
+    for nb in notebooks:  # what a run saves, and how it reads another run back, is in
+        assert {"artifacts", "train", "data", "paths"} <= set(plan.compute_modules(nb))
+        assert not {"results", "plots", "book", "answers", "runner"} & set(
+            plan.compute_modules(nb)), nb.name
     package = tmp_path / "analysis"
     shutil.copytree(plan.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(plan, "PACKAGE_DIR", package)
-    params = {"lr": 0.1}
-    key = plan.run_key(nb, params, "d")
-    (package / "plots.py").write_text((package / "plots.py").read_text() + "\n# restyled\n")
-    assert plan.run_key(nb, params, "d") == key
-    (package / "train.py").write_text((package / "train.py").read_text() + "\n# changed\n")
-    assert plan.run_key(nb, params, "d") != key
+
+    def keys():
+        return [plan.run_key(nb, {"lr": 0.1}, "d") for nb in notebooks]
+
+    def edit(module, old, new):
+        source = (package / f"{module}.py").read_text()
+        assert old in source
+        (package / f"{module}.py").write_text(source.replace(old, new))
+
+    before = keys()
+    edit("results", "def difference(", "def difference(  # restyled\n    ")  # the reading side
+    edit("plots", "import math", "import math  # restyled")
+    assert keys() == before
+    # What a training run saves: every notebook imports it, directly or through another.
+    edit("artifacts", 'write(run_dir, "metrics", metrics)',
+         'write(run_dir, "metrics", metrics.round(4))')
+    after = keys()
+    assert all(a != b for a, b in zip(after, before, strict=True))
+    # How the landscape notebook rebuilds the network it studies.
+    edit("artifacts", "return model.eval()", "return model.eval().float()")
+    assert all(a != b for a, b in zip(keys(), after, strict=True))
 
 
 @pytest.mark.parametrize("code, modules", [
@@ -203,19 +232,21 @@ def _run(name, notebook="train.ipynb", exclusive=False, **params):
     return plan.Run(key=name, notebook=notebook, params=params, exclusive=exclusive)
 
 
-def test_expected_cost_is_epochs_times_images_times_macs():
+def test_expected_cost_counts_training_steps_and_evaluation():
     def cost(**params):
         return plan.expected_cost("train.ipynb", {"model": "lenet5", "val_size": 5000, **params})
 
-    one = cost(epochs=1, subset=600)
-    assert one > 0
-    assert cost(epochs=4, subset=600) == 4 * one
+    one, two, four = (cost(epochs=e, subset=600) for e in (1, 2, 4))
+    assert four - one == pytest.approx(3 * (two - one))  # every epoch costs the same
+    assert cost(epochs=0, subset=600) > 0  # a run without training still evaluates
     # No subset: the 45,000 training images left after the validation hold-out.
-    assert cost(epochs=1, subset=None) == pytest.approx(one * 45000 / 600)
-    assert cost(epochs=0, subset=600) == pytest.approx(0.2 * one)
+    assert plan.expected_work("train.ipynb", {"epochs": 2, "subset": None}).train == 90_000
     resnet = cost(model="resnet20", epochs=1, subset=600)
     assert resnet > 50 * one  # ResNet-20 needs about 60 times LeNet-5's MACs per image
     assert plan.expected_cost("costs.ipynb", {"epochs": 10}) == 0
+    landscape = plan.expand(plan.load(), "cpu", "d", only=["landscape"])
+    looks = [r for r in landscape if r.notebook == "landscape.ipynb"]
+    assert looks and all(plan.expected_work(r.notebook, r.params).forward > 0 for r in looks)
 
 
 def test_dispatch_order_is_exclusive_first_then_longest_first_stable():
@@ -247,8 +278,7 @@ def test_a_dependent_run_takes_the_key_of_the_run_it_needs_into_its_own(tmp_path
         assert look[model].needs == [pair[model].key] and pair[model].needs == []
         assert look[model].record()["needs"] == [pair[model].key]
         assert plan.Run(**look[model].record()) == look[model]  # the index round-trips
-    names = plan.labels(runs)  # the key it needs is no part of a run's name
-    assert names[look["a"].key] == "landscape model=a seed=0"
+    assert look["a"].label == "landscape model=a seed=0"  # the key it needs is no part of it
     # Retraining the needed runs differently gives the dependent runs new keys.
     the_plan["experiments"]["pair"]["params"] = {"value": 2}
     again = plan.expand(plan.load(write_plan(tmp_path, the_plan)), "smoke", "d",

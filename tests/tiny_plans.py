@@ -23,21 +23,21 @@ def make_notebook(folder, name, body, params="run_dir = 'x'\ndata_dir = None\nva
 # `extra` code runs before it writes; it may add to `out`.
 MAKE = """
     import time
-    from analysis import results
+    from analysis import artifacts
     out = {{"model": model, "value": value, "seed": seed, "start": time.time()}}
     {extra}
     out["end"] = time.time()
-    results.write(run_dir, "out", out)
+    artifacts.write(run_dir, "out", out)
 """
 # The dependent notebook reads the run it needs through results_dir, which the runner
 # injects without the notebook declaring it.
 LOOK = """
     import json, pathlib, time
-    from analysis import results
+    from analysis import artifacts
     start = time.time()
     {extra}
     needed = pathlib.Path(results_dir) / "runs" / trained_run
-    results.write(run_dir, "out", {{"seen": json.loads((needed / "out.json").read_text()),
+    artifacts.write(run_dir, "out", {{"seen": json.loads((needed / "out.json").read_text()),
                                    "start": start}})
 """
 
