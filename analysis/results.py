@@ -1,4 +1,6 @@
-"""The results store: what runs write, and tidy DataFrames of it for the book.
+"""The book's reading side of the results: tidy DataFrames of what the runs wrote (the
+writing side, which runs import, is analysis.artifacts), and how the book judges them:
+differences over seeds (`difference`, `Verdict`), intervals, final accuracy, failed runs.
 
 Layout under the results folder (see analysis.paths.results_dir):
 
@@ -6,10 +8,11 @@ Layout under the results folder (see analysis.paths.results_dir):
         params.json        notebook, parameters, experiments and questions that asked for it
         status.json        finished | diverged | failed, error, times, host, device, versions
         notebook.ipynb     the executed notebook: a readable record of the run
-        <name>.csv/.json   whatever the notebook wrote with `write` (metrics, summary, ...)
+        <name>.csv/.json   whatever the notebook wrote with `artifacts.write` (metrics, ...)
     index/<profile>.json   the runs the plan needs for that profile (written by the runner)
 
-Chapters call `runs(...)` and `table(...)`; the profile comes from $DLBOOK_PROFILE.
+Chapters call `runs(...)` and `table(...)`; the profile comes from Quarto's profile or
+$DLBOOK_PROFILE (`plan.resolve_profile`).
 """
 import dataclasses
 import enum
