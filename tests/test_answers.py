@@ -199,11 +199,3 @@ def test_tf03_one_harmful_augmentation_refutes_the_claim():
     assert answers.tf03_verdict(vs.assign(verdict="higher"), epochs=20) is True
     assert answers.tf03_verdict(vs, epochs=2) is None
 
-
-def test_tf10_degradation_in_training_loss_decides():
-    land = pd.DataFrame({"hessian_minimum": [500.0, 250.0], "minimum_loss": [0.9, 1.2],
-                         "epochs": [6, 6]}, index=["resnet20", "plain20"])
-    assert answers.tf10_pairs(land)[0]["sharpness"] == 0.5
-    assert answers.tf10_verdict(land) is False  # plain-20 fits worse: He et al.'s reason
-    assert answers.tf10_verdict(land.assign(minimum_loss=[0.9, 0.95])) is True
-    assert answers.tf10_verdict(land.assign(epochs=1)) is None
