@@ -34,7 +34,7 @@ def test_numbers_are_normalised():
 
 @pytest.mark.parametrize("key, value, allowed", [
     ("optimizer", "adamw", "'sgd', 'adam'"),
-    ("model", "vgg", "'lenet5', 'resnet20', 'plain20'"),
+    ("model", "vgg", "'lenet5', 'resnet8', 'plain8', 'resnet20'"),
     ("activation", "gelu", "'relu', 'leaky_relu', 'swish'"),
     ("init", "orthogonal", "'default', 'kaiming_normal', 'xavier_normal'"),
     ("schedule", "linear", "'none', 'step', 'cosine'"),
