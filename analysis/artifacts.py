@@ -48,7 +48,8 @@ def _jsonable(obj):
 
 
 def save_training(run_dir, result: dict) -> None:
-    """What a training run keeps: per-epoch metrics, a summary, and the weights if kept."""
+    """What a training run keeps: per-epoch metrics, a summary, the weights if kept, and the
+    checkpoints if kept (checkpoints/epoch_<k>.pt, k = 0 the initial weights)."""
     # Every key the engine reports per epoch; the fixed list only heads an empty table
     # (a zero-epoch run), which would otherwise be a file without a header.
     epochs = result["epochs"]
@@ -56,12 +57,16 @@ def save_training(run_dir, result: dict) -> None:
     write(run_dir, "metrics", metrics)
     write(run_dir, "steps", pd.DataFrame(result.get("steps", []),
                                          columns=["epoch", "step", "loss"]))
-    summary = {k: v for k, v in result.items() if k not in ("epochs", "steps", "model", "config")}
+    summary = {k: v for k, v in result.items()
+               if k not in ("epochs", "steps", "model", "config", "checkpoints")}
     write(run_dir, "summary", summary)
-    if result.get("model") is not None:
-        import torch
+    import torch
 
+    if result.get("model") is not None:
         torch.save(result["model"].state_dict(), Path(run_dir) / "weights.pt")
+    for epoch, weights in (result.get("checkpoints") or {}).items():
+        (Path(run_dir) / "checkpoints").mkdir(exist_ok=True)
+        torch.save(weights, Path(run_dir) / "checkpoints" / f"epoch_{epoch}.pt")
 
 
 def read_json(path: Path) -> dict:
@@ -84,6 +89,27 @@ def load_weights(key: str, results=None) -> dict:
     path = run_dir(key, results) / "weights.pt"
     if not path.exists():
         raise ResultsMissing(f"run {key} saved no weights (set keep_weights: true in the plan)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def checkpoint_epochs(key: str, results=None) -> list[int]:
+    """The epochs at which a run saved its weights (runs with checkpoints=True), in order."""
+    found = (run_dir(key, results) / "checkpoints").glob("epoch_*.pt")
+    epochs = sorted(int(p.stem.removeprefix("epoch_")) for p in found)
+    if not epochs:
+        raise ResultsMissing(f"run {key} saved no checkpoints (set checkpoints: true in the "
+                             "plan)")
+    return epochs
+
+
+def load_checkpoint(key: str, epoch: int, results=None) -> dict:
+    """The state_dict a run saved at the end of `epoch` (0: before training)."""
+    import torch
+
+    path = run_dir(key, results) / "checkpoints" / f"epoch_{epoch}.pt"
+    if not path.exists():
+        raise ResultsMissing(f"run {key} saved no checkpoint of epoch {epoch} (it has "
+                             f"{checkpoint_epochs(key, results)})")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

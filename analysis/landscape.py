@@ -3,7 +3,11 @@
 - `random_direction`: a filter-normalised Gaussian direction in weight space.
 - `slice_1d`, `surface_2d`: loss and accuracy at theta + a d1 (+ b d2) on fixed images.
 - `hessian_top_eigenvalue`: the Hessian's eigenvalue of largest magnitude, by power
-  iteration on Hessian-vector products.
+  iteration on Hessian-vector products; with `scale=filter_scales(model)`, that of D H D,
+  a sharpness that a function-preserving rescale of the filters cannot move.
+- `sharpness`: both, the raw and the scale-invariant top eigenvalue.
+- `rescale_filters`: the same function with every conv filter before a batch norm scaled by
+  c (the test that the raw eigenvalue fails and the scale-invariant one passes).
 - `recompute_batch_norm`: batch-norm statistics for an untrained network, before measuring it.
 
 Every function takes images already normalised (float, e.g. `analysis.train._inputs`),
@@ -200,6 +204,69 @@ def hessian_vector_product(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return hv
 
 
+def filter_scales(model: nn.Module) -> list[torch.Tensor]:
+    """D of the scale-invariant sharpness, one tensor per trainable parameter: every
+    coordinate of a conv or linear filter (a slice along dim 0 of a weight with dim >= 2)
+    gets that filter's norm; biases and batch-norm parameters (dim <= 1) get 0, as Li et
+    al.'s filter-normalised directions leave them out.
+
+    Why: batch norm makes the loss blind to a filter's scale. Scale the filter by c (and the
+    statistics with it) and the loss is the same function, but its Hessian in that filter's
+    coordinates is divided by c^2, so the raw top eigenvalue measures the weights' scale as
+    much as the surface. In units of each filter's own norm, D H D, the c cancels: its top
+    eigenvalue is the curvature along filter-normalised directions, the ones Li et al. draw.
+    """
+    scales = []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        w = p.detach()
+        if w.dim() <= 1:
+            scales.append(torch.zeros_like(w))
+        else:
+            norms = w.flatten(1).norm(dim=1).view(-1, *[1] * (w.dim() - 1))
+            scales.append(norms.expand_as(w).clone())
+    return scales
+
+
+def rescale_filters(model: nn.Module, c: float) -> nn.Module:
+    """A copy of `model` computing the same function (eval mode) with every conv weight
+    (and bias, if any) multiplied by c: the batch norm that follows each conv gets its
+    running mean times c, its running variance and its epsilon times c^2, so it gives the
+    same output.
+
+    Each conv must be followed by its batch norm in the order the modules are registered
+    (as in every ResNet and plain net here); a conv without one would change the function,
+    and is refused.
+    """
+    if not c > 0:
+        raise ValueError(f"c must be > 0, got {c}")
+    model = copy.deepcopy(model).eval()
+    conv = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            if conv is not None:
+                raise ValueError(f"conv {conv[0]} is not followed by a batch norm: scaling it "
+                                 "would change the function")
+            conv = (name, m)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and conv is not None:
+            if m.num_features != conv[1].out_channels or not m.track_running_stats:
+                raise ValueError(f"batch norm {name} does not normalise conv {conv[0]}'s "
+                                 "output with running statistics")
+            with torch.no_grad():
+                conv[1].weight.mul_(c)
+                if conv[1].bias is not None:
+                    conv[1].bias.mul_(c)
+                m.running_mean.mul_(c)
+                m.running_var.mul_(c * c)
+            m.eps *= c * c
+            conv = None
+    if conv is not None:
+        raise ValueError(f"conv {conv[0]} is not followed by a batch norm: scaling it would "
+                         "change the function")
+    return model
+
+
 def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
     return sum(float((s * t).sum()) for s, t in zip(a, b, strict=True))
 
@@ -207,27 +274,43 @@ def _dot(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
 def hessian_top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                            iters: int = 20, tol: float = 1e-3,
                            generator: torch.Generator | None = None,
+                           scale: Sequence[torch.Tensor] | None = None,
                            loss_fn: Callable = F.cross_entropy, batch_size: int = BATCH,
                            progress: bool = False) -> dict:
-    """The Hessian's eigenvalue of largest magnitude, with its sign, by power iteration.
+    """The Hessian's eigenvalue of largest magnitude, with its sign, by power iteration;
+    with `scale` (D, one tensor per trainable parameter: `filter_scales`), that of D H D.
 
     The Hessian is that of `hessian_vector_product` (mean loss over (x, y), eval mode, every
     trainable parameter, as PyHessian and Li et al. take it). From a Gaussian start drawn
-    with `generator`, v <- H v / |H v|; the estimate is the Rayleigh quotient v.Hv of the
-    unit v. Stops once the estimate changes by less than `tol` relative to itself, or after
-    `iters` products. Returns eigenvalue, iterations, converged, history (every estimate).
+    with `generator` (kept to where D is non-zero), v <- A v / |A v| with A = H or D H D;
+    the estimate is the Rayleigh quotient v.Av of the unit v. Stops once the estimate
+    changes by less than `tol` relative to itself, or after `iters` products. Returns
+    eigenvalue, iterations, converged, history (every estimate).
     """
     if iters < 1:
         raise ValueError(f"iters must be at least 1, got {iters}")
     params = [p for p in model.parameters() if p.requires_grad]
+    if scale is not None and [t.shape for t in scale] != [p.shape for p in params]:
+        raise ValueError("scale must hold one tensor per trainable parameter, of the same "
+                         "shape: make it with filter_scales(model)")
     gen_device = generator.device if generator is not None else "cpu"
     v = [torch.randn(p.shape, generator=generator, device=gen_device, dtype=p.dtype).to(p.device)
          for p in params]
+    if scale is not None:
+        v = [t * (d != 0) for t, d in zip(v, scale, strict=True)]
+
+    def product(v):
+        if scale is None:
+            return hessian_vector_product(model, x, y, v, loss_fn=loss_fn, batch_size=batch_size)
+        dv = [d * t for d, t in zip(scale, v, strict=True)]
+        hdv = hessian_vector_product(model, x, y, dv, loss_fn=loss_fn, batch_size=batch_size)
+        return [d * t for d, t in zip(scale, hdv, strict=True)]
+
     history, converged = [], False
     for _ in tqdm(range(iters), disable=not progress, leave=False, desc="power iteration"):
         norm = _dot(v, v) ** 0.5
         v = [t / norm for t in v]
-        hv = hessian_vector_product(model, x, y, v, loss_fn=loss_fn, batch_size=batch_size)
+        hv = product(v)
         history.append(_dot(v, hv))
         if len(history) > 1 and abs(history[-1] - history[-2]) <= tol * abs(history[-1]):
             converged = True
@@ -237,3 +320,19 @@ def hessian_top_eigenvalue(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *
         v = hv
     return {"eigenvalue": history[-1], "iterations": len(history),
             "converged": converged, "history": history}
+
+
+def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, iters: int = 20,
+              tol: float = 1e-3, seed: int = 0, batch_size: int = BATCH) -> dict:
+    """The top eigenvalue of the Hessian (`raw`) and of D H D (`invariant`, D =
+    `filter_scales(model)`), each by `hessian_top_eigenvalue` from the same seeded start,
+    with their iterations and whether they converged (`raw_iterations`, `raw_converged`,
+    `invariant_iterations`, `invariant_converged`)."""
+    out = {}
+    for name, scale in (("raw", None), ("invariant", filter_scales(model))):
+        r = hessian_top_eigenvalue(model, x, y, iters=iters, tol=tol, scale=scale,
+                                   generator=torch.Generator().manual_seed(seed),
+                                   batch_size=batch_size)
+        out |= {name: r["eigenvalue"], f"{name}_iterations": r["iterations"],
+                f"{name}_converged": r["converged"]}
+    return out

@@ -5,7 +5,8 @@
   after it), dropout, weight init.
 - `ResNet20`: He et al. (2016) CIFAR ResNet-20 (3 stages x 3 basic blocks,
   16/32/64 channels, parameter-free "option A" shortcuts), its plain twin
-  (`shortcuts=False`), and a depthwise-separable variant (`separable=True`).
+  (`shortcuts=False`), and a depthwise-separable variant (`separable=True`); with one
+  block per stage ResNet-8 and plain-8, with nine ResNet-56 and plain-56.
 - torchvision's SqueezeNet 1.0 and AlexNet, untrained, by name.
 
 `build_model(name, **options)` is the one entry point the rest of the code uses.
@@ -151,7 +152,8 @@ class BasicBlock(nn.Module):
 
 class ResNet20(nn.Module):
     """CIFAR ResNet-20 (269,722 parameters); plain-20 with `shortcuts=False`; ResNet-56
-    (853,018 parameters) and plain-56 with `blocks_per_stage=9`."""
+    (853,018 parameters) and plain-56 with `blocks_per_stage=9`; ResNet-8 (75,290) and
+    plain-8 with `blocks_per_stage=1`."""
 
     def __init__(self, num_classes=10, shortcuts=True, separable=False, blocks_per_stage=3):
         super().__init__()
@@ -176,8 +178,10 @@ class ResNet20(nn.Module):
         return self.head(x)
 
 
-MODELS = ("lenet5", "resnet20", "plain20", "resnet56", "plain56", "resnet20_separable",
-          "squeezenet1_0", "alexnet")
+MODELS = ("lenet5", "resnet8", "plain8", "resnet20", "plain20", "resnet56", "plain56",
+          "resnet20_separable", "squeezenet1_0", "alexnet")
+# CIFAR ResNets have 6n + 2 layers, n blocks per stage: depth -> n.
+BLOCKS_PER_STAGE = {8: 1, 20: 3, 56: 9}
 
 
 def build_model(name: str, **options) -> nn.Module:
@@ -185,13 +189,14 @@ def build_model(name: str, **options) -> nn.Module:
     bn_noise."""
     if name == "lenet5":
         return LeNet5(**options)
-    # CIFAR ResNets have 6n + 2 layers: n = 3 blocks per stage for 20, 9 for 56 (Li et al.
-    # 2018 contrast ResNet-56 with its plain twin: the difference grows with depth).
-    if name in ("resnet20", "plain20", "resnet56", "plain56", "resnet20_separable"):
+    # Li et al. (2018) contrast ResNet-56 with its plain twin (the difference grows with
+    # depth); He et al.'s degradation is a deeper plain net training worse than a shallower.
+    if name in ("resnet8", "plain8", "resnet20", "plain20", "resnet56", "plain56",
+                "resnet20_separable"):
+        depth = int(name.removesuffix("_separable").removeprefix("resnet").removeprefix("plain"))
         return ResNet20(shortcuts=not name.startswith("plain"),
                         separable=name == "resnet20_separable",
-                        blocks_per_stage=9 if name.endswith("56") else 3,
-                        **options)
+                        blocks_per_stage=BLOCKS_PER_STAGE[depth], **options)
     if name in ("squeezenet1_0", "alexnet"):
         import torchvision
 

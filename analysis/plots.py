@@ -43,8 +43,8 @@ VALUE_NAMES = {
     "activation": {"relu": "ReLU", "swish": "Swish", "leaky_relu": "leaky ReLU"},
     "split": {"train": "train (eval mode)", "val": "validation"},
     "augmentation": {"none": "none", "vflip": "upside down", "rot180": "rotated 180°"},
-    "model": {"resnet20": "ResNet-20", "plain20": "plain-20", "resnet56": "ResNet-56",
-              "plain56": "plain-56"},
+    "model": {"resnet8": "ResNet-8", "plain8": "plain-8", "resnet20": "ResNet-20",
+              "plain20": "plain-20", "resnet56": "ResNet-56", "plain56": "plain-56"},
 }
 
 

@@ -30,6 +30,8 @@ from analysis import paths
 from analysis.artifacts import (  # noqa: F401 - the chapters read these from here too
     EPOCH_COLUMNS,
     ResultsMissing,
+    checkpoint_epochs,
+    load_checkpoint,
     load_weights,
     read_json,
     run_dir,

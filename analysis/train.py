@@ -59,9 +59,10 @@ DEFAULTS = {
     "val_size": 5000,
     "device": "auto",
     "keep_weights": False,
+    "checkpoints": False,
 }
 
-MODELS = ("lenet5", "resnet20", "plain20", "resnet56", "plain56")
+MODELS = ("lenet5", "resnet8", "plain8", "resnet20", "plain20", "resnet56", "plain56")
 LENET_OPTIONS = ("activation", "batch_norm", "dropout", "init", "bn_noise")
 EVAL_BATCH = 1000  # large enough to amortise per-call overhead, small enough for CPU caches
 DEAD_PROBE = 500  # validation images the dead units are counted on, every epoch
@@ -137,6 +138,7 @@ RULES = {
     "val_size": _integer(10),
     "device": _choice("auto", "cpu", "cuda"),
     "keep_weights": _boolean(),
+    "checkpoints": _boolean(),
 }
 
 
@@ -389,8 +391,9 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
     {loss, acc} (None values when there are no such weights: final of a
     diverged run, best of a run without completed epochs), sizes of the
     splits used, device, device_memory (None on the CPU, else {total,
-    peak_allocated} in bytes), seconds, num_params, and model (the final weights
-    on the CPU, only with keep_weights).
+    peak_allocated} in bytes), seconds, num_params, model (the final weights
+    on the CPU, only with keep_weights), and checkpoints (only with checkpoints: epoch ->
+    the state_dict on the CPU at the start, 0, and at the end of every completed epoch).
     """
     cfg = validate_config(config)
     device = select_device(cfg["device"])
@@ -412,6 +415,7 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
     # understates how well the training set is fit, and the overfitting gap needs this one.
     probe = slice(0, min(len(data.val_y), len(data.train_y)))
     epochs, steps, best, best_model, diverged_at = [], [], None, None, None
+    checkpoints = {0: _snapshot(model)} if cfg["checkpoints"] else None
     bar = tqdm(range(1, cfg["epochs"] + 1), disable=not progress, leave=False, unit="epoch",
                desc=f"{cfg['model']} {cfg['optimizer']} lr={cfg['lr']:g} seed={cfg['seed']}")
     for epoch in bar:
@@ -431,6 +435,8 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
                        "lr": stats["lr"], "update_ratio": stats["update_ratio"],
                        **_dead(cfg, model, probe_x),
                        "seconds": time.perf_counter() - epoch_start})
+        if checkpoints is not None:
+            checkpoints[epoch] = _snapshot(model)
         if best is None or val_acc > best["val_acc"]:
             best, best_model = epochs[-1], copy.deepcopy(model)
         bar.set_postfix(loss=f"{stats['train_loss']:.3f}", acc=f"{stats['train_acc']:.3f}",
@@ -460,11 +466,18 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
         "device_memory": _memory(device),
         "num_params": count_params(model),
         "model": None,
+        "checkpoints": checkpoints,
     }
     if cfg["keep_weights"]:
         result["model"] = model.to("cpu", memory_format=torch.contiguous_format).eval()
     result["seconds"] = time.perf_counter() - start
     return result
+
+
+def _snapshot(model: nn.Module) -> dict:
+    """A copy of the weights and buffers on the CPU, in the default memory format."""
+    return {k: v.detach().to("cpu", memory_format=torch.contiguous_format).clone()
+            for k, v in model.state_dict().items()}
 
 
 def _dead(cfg: dict, model: nn.Module, x: torch.Tensor) -> dict:

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -5,11 +7,14 @@ from torch import nn
 from torch.func import functional_call
 
 from analysis.landscape import (
+    filter_scales,
     hessian_top_eigenvalue,
     hessian_vector_product,
     loss_at,
     random_direction,
     recompute_batch_norm,
+    rescale_filters,
+    sharpness,
     slice_1d,
     surface_2d,
 )
@@ -188,3 +193,83 @@ def test_recomputed_batch_norm_statistics_are_those_of_the_images():
     halves = x.split(6)
     torch.testing.assert_close(bn.running_var,
                                sum(h.var((0, 2, 3)) for h in halves) / 2)  # unbiased, per batch
+
+
+def test_filter_scales_are_the_filter_norms_and_leave_out_biases_and_batch_norm():
+    model = tiny_net()
+    for p, d in zip(model.parameters(), filter_scales(model), strict=True):
+        assert d.shape == p.shape
+        if p.dim() >= 2:
+            norms = p.detach().flatten(1).norm(dim=1)
+            torch.testing.assert_close(d, norms.view(-1, *[1] * (p.dim() - 1)).expand_as(p))
+        else:
+            assert torch.count_nonzero(d) == 0
+
+
+def top_of(matrix: torch.Tensor) -> float:
+    """The eigenvalue of largest magnitude of a symmetric matrix, with its sign."""
+    eigenvalues = torch.linalg.eigvalsh(matrix)
+    return eigenvalues[eigenvalues.abs().argmax()].item()
+
+
+def flat(tensors) -> torch.Tensor:
+    return torch.cat([t.flatten() for t in tensors])
+
+
+@pytest.mark.parametrize("c", [0.1, 2.0])
+def test_a_function_preserving_rescale_moves_the_raw_sharpness_not_the_invariant_one(c):
+    model, (x, y) = tiny_net(torch.float64, nn.Tanh), images(dtype=torch.float64)
+    model.eval()
+    scaled = rescale_filters(model, c)
+    assert_same_state(model, state(tiny_net(torch.float64, nn.Tanh).eval()))  # a copy
+    torch.testing.assert_close(scaled[0].weight, c * model[0].weight)
+    assert loss_at(scaled, x, y) == pytest.approx(loss_at(model, x, y), rel=1e-12)
+
+    h, h_scaled = flat_hessian(model, x, y), flat_hessian(scaled, x, y)
+    conv = flat(torch.ones_like(p) * (p.dim() == 4) for p in model.parameters()).bool()
+    # The conv weights' block of the Hessian is divided by c^2 exactly ...
+    torch.testing.assert_close(h_scaled[conv][:, conv] * c**2, h[conv][:, conv])
+    # ... which takes the raw top eigenvalue with it, towards 1/c^2 (the other parameters'
+    # curvature stays: 56x at c = 0.1, 0.65x at c = 2), while D H D does not move.
+    moved = top_of(h_scaled) / top_of(h)
+    assert min(1, c**-2) < moved < max(1, c**-2) and abs(math.log(moved)) > 0.3
+    d, d_scaled = flat(filter_scales(model)), flat(filter_scales(scaled))
+    invariant = top_of(d[:, None] * h * d[None, :])
+    assert top_of(d_scaled[:, None] * h_scaled * d_scaled[None, :]) == pytest.approx(invariant,
+                                                                                  rel=1e-9)
+    # The power iteration finds it on the rescaled network too, within its tolerance.
+    found = hessian_top_eigenvalue(scaled, x, y, iters=200, tol=1e-9,
+                                   scale=filter_scales(scaled),
+                                   generator=torch.Generator().manual_seed(0))
+    assert found["eigenvalue"] == pytest.approx(invariant, rel=1e-4)
+
+
+def test_scaled_power_iteration_agrees_with_an_explicit_d_h_d():
+    model, (x, y) = tiny_net(torch.float64, nn.Tanh), images(dtype=torch.float64)
+    model.eval()
+    d = flat(filter_scales(model))
+    top = top_of(d[:, None] * flat_hessian(model, x, y) * d[None, :])
+    found = hessian_top_eigenvalue(model, x, y, iters=200, tol=1e-9, scale=filter_scales(model),
+                                   generator=torch.Generator().manual_seed(0))
+    assert found["eigenvalue"] == pytest.approx(top, rel=1e-4) and found["converged"]
+
+
+def test_sharpness_gives_both_estimates_from_the_same_start():
+    model, (x, y) = tiny_net(), images()
+    both = sharpness(model, x, y, iters=4, tol=0.0, seed=3)
+    for name, scale in (("raw", None), ("invariant", filter_scales(model))):
+        alone = hessian_top_eigenvalue(model, x, y, iters=4, tol=0.0, scale=scale,
+                                       generator=torch.Generator().manual_seed(3))
+        assert both[name] == alone["eigenvalue"]
+        assert both[f"{name}_iterations"] == 4 and not both[f"{name}_converged"]
+
+
+def test_rescale_refuses_a_conv_without_batch_norm_and_a_scale_of_another_shape():
+    plain = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(12, 3))
+    with pytest.raises(ValueError, match="not followed by a batch norm"):
+        rescale_filters(plain, 2.0)
+    with pytest.raises(ValueError, match="c must be > 0"):
+        rescale_filters(tiny_net(), 0.0)
+    model, (x, y) = tiny_net(), images()
+    with pytest.raises(ValueError, match="filter_scales"):
+        hessian_top_eigenvalue(model, x, y, scale=filter_scales(plain))

@@ -9,6 +9,8 @@ from analysis.models import LeNet5, Swish, build_model, count_params, make_activ
 
 @pytest.mark.parametrize("name, expected", [
     ("lenet5", 62_006),
+    ("resnet8", 75_290),  # one block per stage: 1 + 3 x 2 + 1 layers
+    ("plain8", 75_290),
     ("resnet20", 269_722),  # He et al. (2016) option A; akamaster/pytorch_resnet_cifar10
     ("plain20", 269_722),   # shortcuts carry no parameters
     ("resnet56", 853_018),  # akamaster/pytorch_resnet_cifar10: 0.85M

@@ -5,6 +5,8 @@ import pytest
 import torch
 from torch import nn
 
+from analysis import results
+from analysis.models import build_model
 from analysis.train import DEFAULTS, ConfigError, learning_rate, train, validate_config
 
 CPU = {"device": "cpu"}
@@ -32,7 +34,7 @@ def test_numbers_are_normalised():
 
 @pytest.mark.parametrize("key, value, allowed", [
     ("optimizer", "adamw", "'sgd', 'adam'"),
-    ("model", "vgg", "'lenet5', 'resnet20', 'plain20'"),
+    ("model", "vgg", "'lenet5', 'resnet8', 'plain8', 'resnet20'"),
     ("activation", "gelu", "'relu', 'leaky_relu', 'swish'"),
     ("init", "orthogonal", "'default', 'kaiming_normal', 'xavier_normal'"),
     ("schedule", "linear", "'none', 'step', 'cosine'"),
@@ -207,3 +209,23 @@ def test_bn_noise_needs_batch_norm():
     with pytest.raises(ConfigError, match="'bn_noise'.*batch_norm True"):
         validate_config({"bn_noise": 1.0})
     assert validate_config({"batch_norm": True, "bn_noise": 1})["bn_noise"] == 1.0
+
+
+def test_checkpoints_keep_every_epoch_and_are_saved_and_loaded(fake_data, tmp_path):
+    r = run(fake_data, epochs=2, subset=200, keep_weights=True, checkpoints=True)
+    assert sorted(r["checkpoints"]) == [0, 1, 2]
+    final = r["model"].state_dict()
+    assert all(torch.equal(r["checkpoints"][2][k], final[k]) for k in final)
+    assert not torch.equal(r["checkpoints"][0]["features.0.weight"], final["features.0.weight"])
+    torch.manual_seed(0)  # the run's seed: epoch 0 holds the initial weights
+    assert torch.equal(r["checkpoints"][0]["features.0.weight"],
+                       build_model("lenet5").state_dict()["features.0.weight"])
+
+    results.save_training(tmp_path / "runs" / "k", r)
+    assert results.checkpoint_epochs("k", tmp_path) == [0, 1, 2]
+    loaded = results.load_checkpoint("k", 1, tmp_path)
+    assert all(torch.equal(loaded[k], r["checkpoints"][1][k]) for k in loaded)
+    assert "checkpoints" not in json.loads((tmp_path / "runs" / "k" / "summary.json").read_text())
+    with pytest.raises(results.ResultsMissing, match="no checkpoint of epoch 5"):
+        results.load_checkpoint("k", 5, tmp_path)
+    assert run(fake_data, epochs=1, subset=200)["checkpoints"] is None

@@ -679,51 +679,143 @@ def weight_sample(runs: pd.DataFrame, results_dir=None, per_layer: int = 4000) -
 
 # ---------------------------------------------------------------- tf-10
 
-PAIRS = (("resnet20", "plain20"), ("resnet56", "plain56"))
-DEGRADED = 1.1  # the plain twin's training loss over 10% above the ResNet's
+PAIRS = (("resnet20", "plain20"), ("resnet56", "plain56"))  # (with shortcuts, without)
+DEGRADATION = (("plain8", "plain20"), ("plain20", "plain56"))  # (shallower, deeper) plain nets
+FIT = "clean_train_loss"  # how well a run fits its training images: eval mode, no augmentation
+SHARPNESS = ("invariant", "raw")  # the top eigenvalue of D H D, and of the Hessian itself
+
+
+def factor(log_ratio: float) -> str:
+    """A difference of logarithms as the ratio it stands for: 0.693 -> '2×', 3 -> '20.1×'."""
+    return f"{num(math.exp(log_ratio))}×"
 
 
 @dataclass(frozen=True)
 class TF10(Finding):
-    """Why the shortcuts were introduced is history (He et al.); the landscapes illustrate."""
+    """Why shortcuts were introduced is history, which decides (He et al. 2016: against the
+    degradation of deeper plain networks); the runs illustrate it: the degradation itself, and
+    the later view of it (Li et al. 2018), the sharpness of ResNets and plain nets compared
+    at the same training loss and at initialisation."""
 
-    land: pd.DataFrame = field(compare=False)  # landscape runs by model
-    pairs: tuple[dict, ...] = field(compare=False)
+    curves: pd.DataFrame = field(compare=False)  # resnet-pair metrics, per model, seed, epoch
+    sharpness: pd.DataFrame = field(compare=False)  # landscape: per model, seed, checkpoint
+    init: pd.DataFrame = field(compare=False)  # depth-init: per model and seed
+    rescale: pd.DataFrame = field(compare=False)  # landscape: per model, seed and factor c
+    degradation: tuple[dict, ...] = field(compare=False)  # {shallow, deep, loss: Difference}
+    matched: tuple[dict, ...] = field(compare=False)  # {resnet, plain, level, at, raw, invariant}
+    at_init: tuple[dict, ...] = field(compare=False)  # {resnet, plain, raw, invariant}
+    epochs: int  # the fewest epochs any training run had
     verdict: bool | None
 
     @property
     def key(self) -> str:
         name = VALUE_NAMES["model"]
-        top = self.land["hessian_minimum"]
         return "; ".join(
-            f"top Hessian eigenvalue {name[p['resnet']]} {num(top[p['resnet']])}, "
-            f"{name[p['plain']]} {num(top[p['plain']])}; training loss {num(p['loss_resnet'])} "
-            f"against {num(p['loss_plain'])}" for p in self.pairs)
+            [f"final training loss, {name[d['deep']]} minus {name[d['shallow']]}: "
+             f"{judged(d['loss'], num)}" for d in self.degradation]
+            + [f"scale-invariant sharpness at training loss {num(m['level'])}, "
+               f"{name[m['plain']]} over {name[m['resnet']]}: {judged(m['invariant'], factor)}"
+               for m in self.matched]
+            + [f"at initialisation, {name[a['plain']]} over {name[a['resnet']]}: "
+               f"{judged(a['invariant'], factor)}" for a in self.at_init])
+
+    @property
+    def headline(self) -> str:
+        if not self.degradation:
+            return "no pair of plain networks of two depths"
+        d = self.degradation[0]
+        name = VALUE_NAMES["model"]
+        return (f"training loss {name[d['deep']]} minus {name[d['shallow']]}: "
+                f"{num(d['loss'].diff, 2)}")
 
 
-def tf10_pairs(land: pd.DataFrame) -> tuple[dict, ...]:
-    return tuple({"resnet": r, "plain": p,
-                  "sharpness": land.loc[p, "hessian_minimum"] / land.loc[r, "hessian_minimum"],
-                  "loss_resnet": land.loc[r, "minimum_loss"],
-                  "loss_plain": land.loc[p, "minimum_loss"],
-                  "degraded": land.loc[p, "minimum_loss"] > DEGRADED * land.loc[r, "minimum_loss"]}
-                 for r, p in PAIRS if r in land.index and p in land.index)
+def tf10_degradation(curves: pd.DataFrame) -> tuple[dict, ...]:
+    """Each pair of DEGRADATION that was trained: the deeper plain net's final training loss
+    minus the shallower one's, over seeds (He et al.'s degradation: above zero)."""
+    last = curves.sort_values("epoch").groupby(["model", "seed"]).tail(1)
+    return tuple({"shallow": s, "deep": d, "loss": results.difference(last, "model", d, s, FIT)}
+                 for s, d in DEGRADATION if {s, d} <= set(last["model"]))
 
 
-def tf10_verdict(pairs, epochs: int) -> bool | None:
-    """History decides (He et al. 2016 introduced shortcuts against degradation): False;
-    the measurement only illustrates it, so a short run (or no pair) leaves it undecided."""
-    if not pairs or epochs < MIN_EPOCHS_TO_JUDGE:
-        return None
-    return False
+def matched_level(sharpness: pd.DataFrame, models) -> float:
+    """The lowest training loss that every run of `models` reached at some checkpoint: the
+    level at which all of them can be compared."""
+    runs = sharpness[sharpness["model"].isin(models)]
+    return float(runs.groupby(["model", "seed"])["loss"].min().max())
+
+
+def value_at(run: pd.DataFrame, level: float, column: str) -> float:
+    """`column` of one run where its training loss first fell to `level`, interpolated
+    between the checkpoints either side, linearly in the logarithm of the loss (NaN if it
+    never fell that far)."""
+    run = run.sort_values("epoch")
+    loss, value = run["loss"].to_numpy(float), run[column].to_numpy(float)
+    reached = np.flatnonzero(loss <= level)
+    if not len(reached):
+        return math.nan
+    i = int(reached[0])
+    if i == 0 or loss[i] == loss[i - 1]:
+        return float(value[i])
+    t = (math.log(loss[i - 1]) - math.log(level)) / (math.log(loss[i - 1]) - math.log(loss[i]))
+    return float(value[i - 1] + t * (value[i] - value[i - 1]))
+
+
+def log_difference(frame: pd.DataFrame, a: str, b: str, column: str) -> Difference:
+    """log(column) of model a minus of model b, paired over seeds: the logarithm of their
+    ratio (a value <= 0, which has none, is left out)."""
+    positive = frame[column].where(frame[column] > 0)
+    return results.difference(frame.assign(log=np.log(positive)), "model", a, b, "log")
+
+
+def tf10_matched(sharpness: pd.DataFrame) -> tuple[dict, ...]:
+    """Each pair of PAIRS that was measured, at the lowest training loss all its runs reached
+    (`matched_level`): the sharpness of every run there (`at`: model, seed, raw, invariant),
+    and the plain net's over the ResNet's, raw and invariant, as Differences of logarithms."""
+    found = []
+    for resnet, plain in PAIRS:
+        if not {resnet, plain} <= set(sharpness["model"]):
+            continue
+        level = matched_level(sharpness, (resnet, plain))
+        at = pd.DataFrame([{"model": m, "seed": s, **{k: value_at(run, level, k)
+                                                       for k in SHARPNESS}}
+                           for (m, s), run in sharpness[sharpness["model"].isin((resnet, plain))]
+                           .groupby(["model", "seed"])])
+        found.append({"resnet": resnet, "plain": plain, "level": level, "at": at,
+                      **{k: log_difference(at, plain, resnet, k) for k in SHARPNESS}})
+    return tuple(found)
+
+
+def tf10_at_init(init: pd.DataFrame) -> tuple[dict, ...]:
+    """Each pair of PAIRS measured untrained: the plain net's sharpness over the ResNet's,
+    raw and invariant, as Differences of logarithms over seeds."""
+    return tuple({"resnet": r, "plain": p, **{k: log_difference(init, p, r, k)
+                                               for k in SHARPNESS}}
+                 for r, p in PAIRS if {r, p} <= set(init["model"]))
+
+
+def tf10_verdict(epochs: int) -> bool | None:
+    """History decides: He et al. (2016) introduced shortcuts against the degradation of
+    deeper plain networks, and loss surfaces came later (Li et al. 2018), so the statement
+    is False whatever the runs show; they only illustrate, and runs trained fewer than
+    MIN_EPOCHS_TO_JUDGE epochs leave it undecided (None)."""
+    return None if epochs < MIN_EPOCHS_TO_JUDGE else False
+
+
+def tf10_from(curves: pd.DataFrame, sharpness: pd.DataFrame, init: pd.DataFrame,
+              rescale: pd.DataFrame) -> TF10:
+    """`curves`: resnet-pair's metrics; `sharpness`: the landscape runs' sharpness tables;
+    `init`: depth-init's; `rescale`: the landscape runs' rescale tables."""
+    epochs = int(curves.groupby(["model", "seed"])["epoch"].max().min())
+    return TF10(curves, sharpness, init, rescale, tf10_degradation(curves),
+                tf10_matched(sharpness), tf10_at_init(init), epochs, tf10_verdict(epochs))
 
 
 def tf_10(results_dir=None) -> TF10:
-    land = results.runs(experiment="landscape", results=results_dir)
-    trained = results.runs(experiment="resnet-pair", results=results_dir).set_index("key")
-    land = land.assign(epochs=land["trained_run"].map(trained["epochs"])).set_index("model")
-    pairs = tf10_pairs(land)
-    return TF10(land, pairs, tf10_verdict(pairs, int(land["epochs"].min())))
+    def table(name, experiment):
+        return results.table(name, experiment=experiment, results=results_dir)
+
+    return tf10_from(table("metrics", "resnet-pair"), table("sharpness", "landscape"),
+                     table("sharpness", "depth-init"), table("rescale", "landscape"))
 
 
 FINDINGS = {"tf-01": tf_01, "tf-02": tf_02, "tf-03": tf_03, "tf-04": tf_04, "tf-05": tf_05,
