@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp):
         sp.add_argument("--profile", choices=(*PROFILES, "auto"), default=None,
                         help="smoke (minutes, tiny data), cpu (real data, <=45 min on 2 cores), "
-                        "full (reference protocols, 3 seeds, one GPU), auto (full with CUDA, "
-                        "else cpu). Default: $DLBOOK_PROFILE or auto.")
+                        "full (reference protocols, 3-5 seeds, one GPU), auto (full with CUDA, "
+                        "else cpu). Default: Quarto's --profile when it names one, else "
+                        "$DLBOOK_PROFILE, else auto.")
         sp.add_argument("--only", nargs="+", metavar="ID", default=None,
                         help="question ids (lab1-g) or experiment names to restrict to")
         sp.add_argument("--data-dir", metavar="DIR", default=None,
@@ -78,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run only these seeds of the profile's seeds (e.g. a first look with "
                     "--seeds 0 when GPU time is short; the rest can follow later)")
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--thaw", metavar="DIR", default=None,
+                    help="Quarto's freeze folder (_freeze): emptied when the results or the "
+                    "book's code changed since it was filled, so that a render re-executes "
+                    "exactly the chapters whose inputs changed (the book's pre-render uses it)")
 
     sp = sub.add_parser(
         "status", help="list what the plan needs and what exists",
@@ -98,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="results folder the chapters read "
                     "(default: $DLBOOK_RESULTS or ./results)")
     sp.add_argument("--profile", choices=(*PROFILES, "auto"), default=None,
-                    help="profile whose results the chapters read "
-                    "(default: $DLBOOK_PROFILE or auto)")
+                    help="profile whose results the chapters read (default: Quarto's "
+                    "--profile, else $DLBOOK_PROFILE, else auto)")
     sp.add_argument("--data-dir", metavar="DIR", default=None,
                     help="folder holding cifar-10-batches-py/, which Lab 1 reads "
                     "(default: $DLBOOK_DATA or ./data)")
@@ -209,6 +214,12 @@ def run_or_status(args) -> int:
               file=sys.stderr)
         return 2
     print(summarize(outcomes, time.time() - start, results))
+    if args.thaw:
+        from analysis import book, paths
+
+        if book.thaw(Path(args.thaw), paths.PROJECT_ROOT, results, profile):
+            print(f"dlbook run: the book's inputs changed: emptied {args.thaw}, so Quarto "
+                  "executes every chapter again", file=sys.stderr)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
