@@ -215,9 +215,9 @@ def run_or_status(args) -> int:
         return 2
     print(summarize(outcomes, time.time() - start, results))
     if args.thaw:
-        from analysis import book, paths
+        from analysis import paths
 
-        if book.thaw(Path(args.thaw), paths.PROJECT_ROOT, results, profile):
+        if store.thaw(Path(args.thaw), paths.PROJECT_ROOT, results, profile):
             print(f"dlbook run: the book's inputs changed: emptied {args.thaw}, so Quarto "
                   "executes every chapter again", file=sys.stderr)
     return 1 if any(o.status == "failed" for o in outcomes) else 0

@@ -1153,3 +1153,119 @@ def layer_shares(layers: pd.DataFrame):
                frameon=False)
     fig.tight_layout(rect=(0, 0.6 / fig.get_size_inches()[1], 1, 1))  # 0.6 in: the legend
     return fig
+
+
+# ---------------------------------------------------------------- tf-10's figures and tables
+
+# One colour per network in every tf-10 figure.
+MODEL_COLOURS = dict(zip(VALUE_NAMES["model"], sns.color_palette("colorblind", 6),
+                         strict=True))
+
+
+def _factor(log_ratio: float) -> str:
+    """A difference of logarithms as the ratio it stands for: 0.693 -> '2×'."""
+    return f"{num(math.exp(log_ratio))}×"
+
+
+def tf10_degradation(found) -> str:
+    """Each plain pair's final training loss difference, in plain words."""
+    name = VALUE_NAMES["model"]
+    return "; ".join(f"{name[d['deep']]} minus {name[d['shallow']]}, "
+                     f"{judged(d['loss'], num)}" for d in found.degradation) or "not trained"
+
+
+def tf10_matched(found) -> str:
+    """Each ResNet/plain pair's sharpness ratios at their matched training loss."""
+    name = VALUE_NAMES["model"]
+    return "; ".join(f"{name[m['plain']]} over {name[m['resnet']]} at training loss "
+                     f"{num(m['level'])}: scale-invariant {judged(m['invariant'], _factor)}, "
+                     f"raw {judged(m['raw'], _factor)}" for m in found.matched) \
+        or "no pair was trained"
+
+
+def tf10_at_init(found) -> str:
+    """Each pair's scale-invariant sharpness ratio at initialisation."""
+    name = VALUE_NAMES["model"]
+    return "; ".join(f"{name[a['plain']]} over {name[a['resnet']]}, "
+                     f"{judged(a['invariant'], _factor)}" for a in found.at_init) \
+        or "not measured"
+
+
+def tf10_init_table(found) -> pd.DataFrame:
+    """Untrained networks: mean raw and scale-invariant top eigenvalue, and the plain
+    network's ratio to its ResNet twin."""
+    name = VALUE_NAMES["model"]
+    means = found.init.groupby("model")[["raw", "invariant"]].mean()
+    ratio = {a["plain"]: interval(a["invariant"], _factor) for a in found.at_init}
+    return pd.DataFrame([{"network": name[m], "raw": num(means.loc[m, "raw"]),
+                          "scale-invariant": num(means.loc[m, "invariant"]),
+                          "over its ResNet twin": ratio.get(m, "–")}
+                         for m in name if m in means.index])
+
+
+def sharpness_curves(sharpness: pd.DataFrame, levels: list[float]):
+    """tf-10: the top eigenvalue of D H D (left) and of H (right) against the training loss
+    at each kept epoch, one line per network and seed; dotted: the matched loss levels."""
+    import matplotlib.ticker as mticker
+
+    first = sharpness["seed"].min()
+    fig, axes = plt.subplots(1, 2, figsize=(6.3, 3.4), sharex=True)
+    for ax, kind in zip(axes, ("invariant", "raw"), strict=True):
+        for (m, seed), run in sharpness.groupby(["model", "seed"]):
+            run = run.sort_values("epoch")
+            ax.plot(run["loss"], run[kind], marker="o", ms=3, color=MODEL_COLOURS[m],
+                    ls="-" if seed == first else "--",
+                    label=f"{VALUE_NAMES['model'][m]}, seed {seed}")
+        for level in levels:
+            ax.axvline(level, color="grey", ls=":")
+        ax.set(xscale="log", yscale="log", xlabel="training loss",
+               ylabel="top eigenvalue, " + ("scale-invariant" if kind == "invariant" else "raw"))
+        ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(mticker.FuncFormatter(
+            lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+    axes[0].invert_xaxis()  # shared: training goes left to right in both panels
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+def landscape_slices(slices: pd.DataFrame):
+    """tf-10: loss (log) and accuracy along one filter-normalised direction, first seed."""
+    s = slices[slices["seed"] == slices["seed"].min()]
+    s = readable(s.assign(acc=100 * s["acc"]), ["model"])
+    palette = {VALUE_NAMES["model"][m]: MODEL_COLOURS[m] for m in set(slices["model"])}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(6.3, 2.8))
+    for axis, y in ((ax, "loss"), (bx, "acc")):
+        sns.lineplot(data=s, x="alpha", y=y, hue="model", hue_order=sorted(palette),
+                     marker="o", markersize=3, palette=palette, ax=axis, legend=axis is ax)
+    ax.set(yscale="log", xlabel="α", ylabel="training loss")
+    bx.set(xlabel="α", ylabel="training accuracy (%)")
+    ax.legend(fontsize=8, title="")
+    fig.tight_layout()
+    return fig
+
+
+def landscape_surfaces(surfaces: pd.DataFrame):
+    """tf-10: the loss on a plane of two filter-normalised directions per network (first
+    seed), with shared log-spaced contour levels."""
+    surfaces = surfaces[surfaces["seed"] == surfaces["seed"].min()]
+    shown = [m for m in VALUE_NAMES["model"] if m in set(surfaces["model"])]
+    levels = np.geomspace(surfaces["loss"].min(), min(surfaces["loss"].max(), 50), 14)
+    fig, axes = plt.subplots(1, len(shown), figsize=(6.2, 6.0 / len(shown) + 0.6),
+                             squeeze=False, layout="constrained")
+    for ax, m in zip(axes[0], shown, strict=True):
+        grid = surfaces[surfaces["model"] == m].pivot(index="beta", columns="alpha",
+                                                      values="loss")
+        cs = ax.contourf(grid.columns, grid.index, grid.clip(upper=levels[-1]).values,
+                         levels=levels, cmap="viridis",
+                         norm=plt.matplotlib.colors.LogNorm(levels[0], levels[-1]))
+        ax.plot(0, 0, "w+", ms=8)
+        ax.set_title(VALUE_NAMES["model"][m], fontsize=9)
+        ax.set(xlabel="α", ylabel="β" if m == shown[0] else "")
+        ax.set_aspect("equal")
+    ticks = [v for v in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50) if levels[0] <= v <= levels[-1]]
+    fig.colorbar(cs, ax=axes[0].tolist(), shrink=0.8, label="training loss").set_ticks(
+        ticks, labels=[f"{v:g}" for v in ticks])
+    return fig

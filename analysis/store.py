@@ -10,12 +10,14 @@
 """
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
 import uuid
 from pathlib import Path
 
+from analysis import paths
 from analysis.artifacts import read_json, write
 from analysis.results import DONE
 
@@ -92,3 +94,40 @@ def write_index(results: Path, profile: str, runs: list) -> None:
     tmp = index / f".{profile}.json.{os.getpid()}"
     tmp.write_text(json.dumps([r.record() for r in runs], indent=1, sort_keys=True))
     tmp.replace(index / f"{profile}.json")
+
+# ---------------------------------------------------------------- the book's frozen chapters
+
+def book_inputs(root: Path, results: Path, profile: str) -> str:
+    """A fingerprint of everything a chapter's output depends on besides its own text, which
+    Quarto's `freeze` already watches: the profile, the runs it reads (the index and each
+    run's status, which changes whenever the run is executed again), and the code and data
+    files the chapters import or read (analysis/, book/*.yml, the plan, the bibliography)."""
+    digest = hashlib.sha256(profile.encode())
+    index = Path(results) / "index" / f"{profile}.json"
+    files = [index] if index.is_file() else []
+    if files:
+        files += [Path(results) / "runs" / r["key"] / "status.json"
+                  for r in json.loads(index.read_text())]
+    files += sorted((Path(root) / "analysis").rglob("*.py"))
+    files += sorted((Path(root) / "book").glob("*.yml"))
+    files += [Path(root) / paths.PLAN_FILE, Path(root) / "references.bib"]
+    for path in files:
+        digest.update(str(path.relative_to(root) if path.is_relative_to(root) else path.name)
+                      .encode())
+        digest.update(path.read_bytes() if path.is_file() else b"missing")
+    return digest.hexdigest()
+
+
+def thaw(freeze_dir: Path, root: Path, results: Path, profile: str) -> bool:
+    """Empty Quarto's freeze folder when the book's inputs changed since it was filled (the
+    fingerprint is kept beside the results), so that `freeze: auto` re-executes a chapter
+    whose results or code changed, and nothing else. True if it emptied the folder."""
+    freeze_dir = Path(freeze_dir)
+    stamp = Path(results) / f"book-inputs-{profile}.sha256"
+    now = book_inputs(root, results, profile)
+    emptied = freeze_dir.exists() and (not stamp.is_file() or stamp.read_text().strip() != now)
+    if emptied:
+        shutil.rmtree(freeze_dir)
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(now + "\n")
+    return emptied
