@@ -221,7 +221,8 @@ def profile_engine(data, config: dict, device: torch.device, steps: int) -> dict
     (the first steps pay for allocations and oneDNN's kernel choice).
 
     Returns steps, epoch_steps (steps in a full epoch), seconds (wall, profiled),
-    phases {name: ms} (inclusive), ops [(op, phase, self ms)], the slowest first."""
+    unprofiled (wall, the same work without the profiler), phases {name: ms} (inclusive),
+    ops [(op, phase, self ms)], the slowest first."""
     engine = prepare(config, data, device)
     full = engine.data
     images = min(len(full.train_y), steps * config["batch_size"])
@@ -230,16 +231,21 @@ def profile_engine(data, config: dict, device: torch.device, steps: int) -> dict
     train_epoch(warm, 1)
     engine = replace(engine, data=replace(full, train_x=full.train_x[:images],
                                           train_y=full.train_y[:images]))
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
-                                           else [])
-    with profile(activities=activities) as prof:
+
+    def work() -> float:
         start = time.perf_counter()
         train_epoch(engine, 2)
         # The evaluation as on the full split: clean-train images are the first len(val).
         evaluate_epoch(replace(engine, data=full))
         if device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        return time.perf_counter() - start
+
+    unprofiled = work()  # the profiler's own cost shows as the difference
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
+                                           else [])
+    with profile(activities=activities) as prof:
+        seconds = work()
 
     labels = set(STEP_PHASES + EPOCH_PHASES)
     phases, ops = defaultdict(float), defaultdict(float)
@@ -253,7 +259,7 @@ def profile_engine(data, config: dict, device: torch.device, steps: int) -> dict
         ops[event.name, parent.name if parent else "(outside)"] += event.self_cpu_time_total / 1e3
     batches = -(-len(full.train_y) // config["batch_size"])
     return {"steps": -(-images // config["batch_size"]), "epoch_steps": batches,
-            "seconds": seconds, "phases": dict(phases),
+            "seconds": seconds, "unprofiled": unprofiled, "phases": dict(phases),
             "ops": sorted(((op, phase, ms) for (op, phase), ms in ops.items()),
                           key=lambda row: -row[2])}
 
@@ -268,8 +274,9 @@ def print_profile(prof: dict, top: int = 15) -> None:
     per_epoch["(rest of the loop)"] = loop * scale
     epoch = sum(per_epoch.values())
     print(f"\nprofile: {prof['steps']} training steps and one epoch's evaluation, "
-          f"{prof['seconds']:.2f} s under the profiler; scaled to an epoch of "
-          f"{prof['epoch_steps']} steps: {epoch / 1e3:.2f} s")
+          f"{prof['seconds']:.2f} s under the profiler ({prof['unprofiled']:.2f} s without: "
+          f"the profiler's cost per operator inflates phases of many small operators); "
+          f"scaled to an epoch of {prof['epoch_steps']} steps: {epoch / 1e3:.2f} s")
     print(f"{'phase':<20} {'ms/step':>8} {'s/epoch':>8} {'share':>6}")
     for name in (*STEP_PHASES, "(rest of the loop)", *EPOCH_PHASES):
         if name not in per_epoch:
