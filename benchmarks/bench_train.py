@@ -28,7 +28,8 @@ prints, in order:
    slows both alike;
 4. a summary: median seconds per epoch (other processes on a shared machine can slow
    single epochs several times), ours and the reference's, the speedup, and our
-   achieved GMAC/s as a fraction of the matmul roof. MACs: fvcore's count for one
+   achieved GMAC/s as a fraction of the matmul roof; also the CPU seconds each spent
+   (see `cpu_seconds`), the steadier figure on a loaded machine. MACs: fvcore's count for one
    image's forward pass, 3 of them per training image (forward and backward), 1 per
    evaluated image.
 
@@ -171,11 +172,22 @@ def main(argv=None):
     print(f"\nsummary (median of {len(times['ours'])} epochs each, {threads} threads, "
           f"load average {load()}):")
     print(f"  seconds/epoch: ours {ours_s:.2f}, reference {ref_s:.2f}")
+    ours_cpu, ref_cpu = np.median(times["ours_cpu"]), np.median(times["ref_cpu"])
+    print(f"  CPU seconds/epoch: ours {ours_cpu:.2f}, reference {ref_cpu:.2f} "
+          f"(ratio {ref_cpu / ours_cpu:.2f})")
     print(f"  achieved: ours {ours_gmac / ours_s:.1f} GMAC/s = "
           f"{ours_gmac / ours_s / roof['peak_gmacs']:.0%} of the {roof['peak_gmacs']:.1f} GMAC/s "
           f"matmul roof ({ours_gmac:.1f} GMAC/epoch), reference {ref_gmac / ref_s:.1f} GMAC/s "
           f"= {ref_gmac / ref_s / roof['peak_gmacs']:.0%}")
     print(f"speedup: {ref_s / ours_s:.2f}")
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the reference's DataLoader
+    workers exit at the end of each pass). Less disturbed by other processes than wall time,
+    but at several threads it also counts threads spinning while they wait for each other."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def load() -> str:
@@ -195,18 +207,22 @@ def compare(data, seed, args, times) -> float:
     train_loader, val_loader, test_loader = reference_loaders(data)
 
     print(f"\nepochs, seed {seed}:")
-    print(f"{'epoch':>5} {'ours s':>8} {'ref s':>8} {'ours val':>9} {'ref val':>8}")
+    print(f"{'epoch':>5} {'ours s':>8} {'ref s':>8} {'ours cpu':>9} {'ref cpu':>8} "
+          f"{'ours val':>9} {'ref val':>8}")
     for epoch in range(1, args.epochs + 1):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_seconds()
         train_epoch(engine, epoch)
         our_val = evaluate_epoch(engine)["val_acc"]
         times["ours"].append(time.perf_counter() - start)
+        times["ours_cpu"].append(cpu_seconds() - start_cpu)
 
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), cpu_seconds()
         reference_epoch(model, optimizer, train_loader, device)
         _, ref_val = reference_evaluate(model, val_loader, device)
         times["ref"].append(time.perf_counter() - start)
+        times["ref_cpu"].append(cpu_seconds() - start_cpu)
         print(f"{epoch:>5} {times['ours'][-1]:>8.2f} {times['ref'][-1]:>8.2f} "
+              f"{times['ours_cpu'][-1]:>9.2f} {times['ref_cpu'][-1]:>8.2f} "
               f"{our_val:>9.4f} {ref_val:>8.4f}", flush=True)
 
     _, our_test = evaluate(engine.model, engine.data.test_x, engine.data.test_y, engine.data)
