@@ -3,11 +3,14 @@
 Speed comes from the data path (after KellerJordan/airbench): every split is
 one uint8 tensor on the training device, each epoch draws one permutation,
 batches are augmented and normalized as whole tensors, and evaluation runs in
-large batches without autograd. Metrics are accumulated as tensors and read
+batches without autograd. Metrics are accumulated as tensors and read
 once per epoch, so nothing waits on the device step by step. Models run in
 channels_last memory format, which is faster on CPU (oneDNN) as on GPU; on
 CUDA the forward pass also runs under bf16 autocast. Everything else is one
 code path, so the CPU tests cover the CUDA logic but for device selection.
+The step's phases carry profiler labels (`phase`); benchmarks/bench_train.py
+prints where the time goes, and bench_candidates.py what the speed-ups not
+taken here (torch.compile, batched seeds, ...) would gain.
 
 On CPU, the same config gives identical metrics run after run: the config
 seed seeds the model initialisation (and dropout), and a torch.Generator
@@ -24,6 +27,7 @@ from numbers import Integral, Real
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function as phase  # labels for bench_train's profile
 from tqdm import tqdm
 
 from analysis.data import Cifar10, augment, load_cifar10, normalize, stratified_split
@@ -64,7 +68,10 @@ DEFAULTS = {
 
 MODELS = ("lenet5", "resnet8", "plain8", "resnet20", "plain20", "resnet56", "plain56")
 LENET_OPTIONS = ("activation", "batch_norm", "dropout", "init", "bn_noise")
-EVAL_BATCH = 1000  # large enough to amortise per-call overhead, small enough for CPU caches
+# Large enough to amortise per-call overhead; small enough that a batch's activations stay
+# below the size at which the CPU's allocator hands memory back to the system after every
+# batch (ResNet-20 evaluated twice as slowly at 1000 images a batch, page-faulting).
+EVAL_BATCH = 250
 DEAD_PROBE = 500  # validation images the dead units are counted on, every epoch
 # Names a file holding the number of CPU threads this run may use; the runner rewrites it
 # when other runs of its batch finish and their cores fall idle.
@@ -303,21 +310,27 @@ def train_epoch(engine: Engine, epoch: int) -> dict:
         lr = learning_rate(cfg, epoch - 1 + step / len(batches))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x = augment(data.train_x[idx], crop_padding=cfg["crop_padding"], flip_p=cfg["flip_p"],
-                    vflip_p=cfg["vflip_p"], generator=engine.generator)
-        y = data.train_y[idx]
-        with _autocast(device):
-            out = model(_inputs(x, data))
+        with phase("augment"):
+            # index_select copies whole images; indexing with [idx] goes pixel by pixel.
+            x = augment(data.train_x.index_select(0, idx), crop_padding=cfg["crop_padding"],
+                        flip_p=cfg["flip_p"], vflip_p=cfg["vflip_p"], generator=engine.generator)
+            y = data.train_y.index_select(0, idx)
+            x = _inputs(x, data)
+        with phase("forward"), _autocast(device):
+            out = model(x)
             loss = F.cross_entropy(out, y, label_smoothing=cfg["label_smoothing"])
-        objective = loss
-        if cfg["l1"] > 0:
-            objective = loss + cfg["l1"] * sum(p.abs().sum() for p in model.parameters())
-        optimizer.zero_grad(set_to_none=True)
-        objective.backward()
-        optimizer.step()
-        after = flat_parameters(model)
-        ratios[step] = update_ratio(before, after, lr)
-        before = after
+            objective = loss
+            if cfg["l1"] > 0:
+                objective = loss + cfg["l1"] * sum(p.abs().sum() for p in model.parameters())
+        with phase("backward"):
+            optimizer.zero_grad(set_to_none=True)
+            objective.backward()
+        with phase("optimizer"):
+            optimizer.step()
+        with phase("update_ratio"):
+            after = flat_parameters(model)
+            ratios[step] = update_ratio(before, after, lr)
+            before = after
         losses[step] = loss.detach() * len(idx)
         correct += (out.argmax(1) == y).sum()
 
@@ -334,6 +347,7 @@ def train_epoch(engine: Engine, epoch: int) -> dict:
     }
 
 
+@phase("evaluate")
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              data: Cifar10) -> tuple[float, float]:
@@ -406,14 +420,7 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
     data, model = engine.data, engine.model
 
     init_loss, init_acc = evaluate(model, data.val_x, data.val_y, data)
-    # The same validation images every epoch: a unit counts as dead when none of them
-    # activates it (tf-06 follows this through training).
-    probe_x = _inputs(data.val_x[:DEAD_PROBE], data).float()
-    init_dead = _dead(cfg, model, probe_x)
-    # Training images as validation sees them (eval mode, no augmentation, fixed weights): the
-    # running train_acc is measured on augmented batches while the weights move, so it
-    # understates how well the training set is fit, and the overfitting gap needs this one.
-    probe = slice(0, min(len(data.val_y), len(data.train_y)))
+    init_dead = _dead(engine)
     epochs, steps, best, best_model, diverged_at = [], [], None, None, None
     checkpoints = {0: _snapshot(model)} if cfg["checkpoints"] else None
     bar = tqdm(range(1, cfg["epochs"] + 1), disable=not progress, leave=False, unit="epoch",
@@ -427,16 +434,13 @@ def train(config: dict, data: Cifar10 | None = None, *, data_dir=None,
         if stats["diverged_step"] is not None:
             diverged_at = {"epoch": epoch, "step": stats["diverged_step"]}
             break
-        val_loss, val_acc = evaluate(model, data.val_x, data.val_y, data)
-        fit_loss, fit_acc = evaluate(model, data.train_x[probe], data.train_y[probe], data)
         epochs.append({"epoch": epoch, "train_loss": stats["train_loss"],
-                       "train_acc": stats["train_acc"], "val_loss": val_loss, "val_acc": val_acc,
-                       "clean_train_loss": fit_loss, "clean_train_acc": fit_acc,
+                       "train_acc": stats["train_acc"], **evaluate_epoch(engine),
                        "lr": stats["lr"], "update_ratio": stats["update_ratio"],
-                       **_dead(cfg, model, probe_x),
                        "seconds": time.perf_counter() - epoch_start})
         if checkpoints is not None:
             checkpoints[epoch] = _snapshot(model)
+        val_acc = epochs[-1]["val_acc"]
         if best is None or val_acc > best["val_acc"]:
             best, best_model = epochs[-1], copy.deepcopy(model)
         bar.set_postfix(loss=f"{stats['train_loss']:.3f}", acc=f"{stats['train_acc']:.3f}",
@@ -480,13 +484,31 @@ def _snapshot(model: nn.Module) -> dict:
             for k, v in model.state_dict().items()}
 
 
-def _dead(cfg: dict, model: nn.Module, x: torch.Tensor) -> dict:
+def evaluate_epoch(engine: Engine) -> dict:
+    """What `train` measures after every epoch: val_loss, val_acc, clean_train_loss,
+    clean_train_acc and, for LeNet-5, dead_<layer> per hidden layer."""
+    data, model = engine.data, engine.model
+    val_loss, val_acc = evaluate(model, data.val_x, data.val_y, data)
+    # Training images as validation sees them (eval mode, no augmentation, fixed weights): the
+    # running train_acc is measured on augmented batches while the weights move, so it
+    # understates how well the training set is fit, and the overfitting gap needs this one.
+    fit = slice(0, min(len(data.val_y), len(data.train_y)))
+    fit_loss, fit_acc = evaluate(model, data.train_x[fit], data.train_y[fit], data)
+    return {"val_loss": val_loss, "val_acc": val_acc, "clean_train_loss": fit_loss,
+            "clean_train_acc": fit_acc, **_dead(engine)}
+
+
+@phase("dead_units")
+def _dead(engine: Engine) -> dict:
     """`probes.dead_units` as metrics: {"dead_conv1": fraction, ...}, for LeNet-5 only: the
     ResNets apply most of their ReLUs as functions, which hooks cannot see, and a count of
-    the few they can would pass for the whole network's."""
-    if cfg["model"] != "lenet5":
+    the few they can would pass for the whole network's. Counted on the first DEAD_PROBE
+    validation images, the same ones every epoch: a unit counts as dead when none of them
+    activates it (tf-06 follows this through training)."""
+    if engine.config["model"] != "lenet5":
         return {}
-    return {f"dead_{layer}": fraction for layer, fraction in dead_units(model, x).items()}
+    x = _inputs(engine.data.val_x[:DEAD_PROBE], engine.data)
+    return {f"dead_{layer}": fraction for layer, fraction in dead_units(engine.model, x).items()}
 
 
 def _test(model: nn.Module, data: Cifar10) -> dict:

@@ -1,13 +1,23 @@
+import copy
 import json
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from analysis import results
 from analysis.models import build_model
-from analysis.train import DEFAULTS, ConfigError, learning_rate, train, validate_config
+from analysis.train import (
+    DEFAULTS,
+    ConfigError,
+    learning_rate,
+    prepare,
+    train,
+    train_epoch,
+    validate_config,
+)
 
 CPU = {"device": "cpu"}
 
@@ -229,3 +239,48 @@ def test_checkpoints_keep_every_epoch_and_are_saved_and_loaded(fake_data, tmp_pa
     with pytest.raises(results.ResultsMissing, match="no checkpoint of epoch 5"):
         results.load_checkpoint("k", 5, tmp_path)
     assert run(fake_data, epochs=1, subset=200)["checkpoints"] is None
+
+
+def test_the_engine_trains_as_a_plain_loop_does(fake_data):
+    """The engine's fast path (channels_last, whole-batch augmentation by index arithmetic,
+    fused SGD) against a plain loop from the same weights, over the same batches and random
+    draws: one image at a time cropped and flipped, normalised as torchvision does, an
+    unfused SGD, in the default memory format."""
+    cfg = validate_config({**CPU, "crop_padding": 4, "flip_p": 0.5, "vflip_p": 0.5, "lr": 0.05,
+                           "seed": 3})
+    engine = prepare(cfg, fake_data, torch.device("cpu"))
+    model = copy.deepcopy(engine.model).to(memory_format=torch.contiguous_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                                weight_decay=cfg["weight_decay"], foreach=False)
+    stats = train_epoch(engine, 1)
+
+    # The engine's generator draws, per epoch, the batch order, then per batch the crop
+    # offsets (top, then left), the horizontal flips, the vertical flips.
+    generator = torch.Generator().manual_seed(cfg["seed"])
+    x, y, p = fake_data.train_x, fake_data.train_y, cfg["crop_padding"]
+    mean, std = fake_data.mean[:, None, None], fake_data.std[:, None, None]
+    losses, ratios = [], []
+    for idx in torch.randperm(len(y), generator=generator).split(cfg["batch_size"]):
+        n = len(idx)
+        top, left = (torch.randint(0, 2 * p + 1, (n,), generator=generator) for _ in "tl")
+        hflip, vflip = (torch.rand(n, generator=generator) < 0.5 for _ in "hv")
+        images = []
+        for i, t, left_, h, v in zip(idx, top, left, hflip, vflip, strict=True):
+            image = F.pad(x[i], (p, p, p, p))[:, t:t + 32, left_:left_ + 32]
+            image = image.flip(2) if h else image
+            image = image.flip(1) if v else image
+            images.append((image.float() / 255 - mean) / std)
+        before = [q.detach().clone() for q in model.parameters()]
+        loss = F.cross_entropy(model(torch.stack(images)), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        change = torch.cat([(q - b).flatten() for q, b in zip(model.parameters(), before,
+                                                              strict=True)])
+        ratios.append(change.pow(2).mean().sqrt().item() / cfg["lr"])
+
+    assert stats["step_losses"] == pytest.approx(losses, rel=1e-5)
+    assert stats["update_ratio"] == pytest.approx(sum(ratios) / len(ratios), rel=1e-3)
+    for ours, theirs in zip(engine.model.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
