@@ -63,12 +63,6 @@ def failed(runs: pd.DataFrame) -> pd.Series:
     return (runs["status"] == "diverged") | runs["best_val_acc"].map(collapsed)
 
 
-def epochs_frame(result: dict) -> pd.DataFrame:
-    """Long-format per-epoch metrics of one in-memory training result (for quick plots)."""
-    df = pd.DataFrame(result["epochs"])
-    return _long_metrics(df)
-
-
 def _long_metrics(df: pd.DataFrame) -> pd.DataFrame:
     """Per-epoch columns -> rows with split (train/val) and metric (loss/acc).
 

@@ -450,3 +450,25 @@ def test_lab2_c_l2_short_answer(gap_change, acc_change, short):
                            + np.where(frame["weight_decay"] > 0, gap_change + acc_change, 0))
     f = labs.lab2_c_l2_from(frame, metrics)
     assert f.short == short and f.overfits and f.images == 2500
+
+
+def test_lab1_b_reports_the_statistics_before_and_after():
+    b = labs.Lab1B((0.49, 0.48, 0.45), (0.25, 0.24, 0.26), (1e-7, -2e-7, 0.0),
+                   (1.0, 1.0000001, 0.9999999))
+    assert b.key.startswith("training-split mean 0.49 / 0.48 / 0.45, std 0.25 / 0.24 / 0.26")
+    assert "within 2e-7 of 0" in b.key and b.headline == "mean 0.49 / 0.48 / 0.45"
+
+
+@pytest.mark.parametrize("epochs, subset, train_acc, shortened, fits", [
+    (6, 10000, 0.70, True, False), (100, None, 0.99, False, True), (100, 5000, 0.98, True, True),
+])
+def test_lab3_says_whether_the_schedule_is_shortened_and_fits(epochs, subset, train_acc,
+                                                             shortened, fits):
+    recipe = pd.Series({"epochs": epochs, "subset": subset})
+    test = pd.Series({"mean": 0.9, "ci_low": 0.88, "ci_high": 0.92, "n": 3})
+    r = labs.Lab3(recipe, test, 0.9, 10.0, ("cpu",), 100, train_acc, 0.9, 0.6, 0.9125, 182,
+                  0.9066, 105)
+    assert (r.shortened, r.fits) == (shortened, fits)
+    table = r.comparison()
+    assert list(table["test accuracy (%)"]) == [90.0, 91.25, 90.66, 91.5]
+    assert "mean of 3 seeds" in table["source"].iloc[0] and "3 seeds" in r.key

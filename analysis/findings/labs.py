@@ -520,10 +520,10 @@ class Lab2BSwish(Finding):
 
     @property
     def short(self) -> str:
-        return {"higher": "Yes, measurably", "lower": "No: measurably worse",
-                "equivalent": f"No: equivalent within {pts(MARGIN)}",
-                "inconclusive": "Not measurably (inconclusive)",
-                "not judged": "Not judged"}[standing(self.diff)]
+        d = self.diff
+        return phrase(d, higher="Yes, measurably", lower="No: measurably worse",
+                      within=f"No: equivalent within {pts(MARGIN)}" if d.equivalent(MARGIN)
+                      else "Not measurably (inconclusive)", unjudged="Not judged")
 
 
 def lab2_b_swish_from(runs: pd.DataFrame) -> Lab2BSwish:
