@@ -268,3 +268,18 @@ def test_the_figures_fit_the_column_with_readable_text():
     # The ridge's value is in the panel's title, never written among the points.
     assert figures[1].axes[0].get_title() == "CPU\nridge at 5 MACs/byte"
     assert not figures[1].axes[0].texts
+
+
+def test_costs_appendix_lists_every_book_model_with_agreeing_counters():
+    models, stages = costs.book_models()
+    assert list(models["model"]) == [title for title, *_ in costs.BOOK_MODELS]
+    by_title = models.set_index("model")
+    assert by_title.loc["LeNet-5", "params"] == 62_006
+    assert by_title.loc["LeNet-5", "macs"] == 651_720  # conv, pool-free layers and fcs
+    # PyTorch's counter sees the same convolutions and matrix products as fvcore.
+    assert (models["conv_linear_flops"] == models["torch_flops"]).all()
+    # Batch norm is counted by fvcore, ReLU is not: it shows among the zero ops.
+    assert "relu" in by_title.loc["LeNet-5", "zero"]
+    assert set(stages) == set(models["model"])
+    for title, table in stages.items():
+        assert table["params"].sum() == by_title.loc[title, "params"], title

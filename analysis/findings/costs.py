@@ -451,3 +451,42 @@ def tf_09(results_dir=None) -> TF09:
 
 
 FINDINGS = {"tf-08": tf_08, "tf-09": tf_09}
+
+
+# ---------------------------------------------------------------- the costs appendix
+
+# Every model the book trains, and the two it only analyses (tf-09): title, name, options, role.
+BOOK_MODELS = [
+    ("LeNet-5", "lenet5", {}, "trained (labs 1 and 2)"),
+    ("LeNet-5 with batch norm", "lenet5", {"batch_norm": True}, "trained (lab 2)"),
+    ("ResNet-20", "resnet20", {}, "trained (lab 3)"),
+    ("plain-20", "plain20", {}, "trained (tf-10, loss landscape)"),
+    ("ResNet-56", "resnet56", {}, "trained, full profile only (tf-10)"),
+    ("plain-56", "plain56", {}, "trained, full profile only (tf-10)"),
+    ("ResNet-20, depthwise separable", "resnet20_separable", {}, "timed (tf-08)"),
+    ("SqueezeNet 1.0", "squeezenet1_0", {}, "analysed (tf-09)"),
+    ("AlexNet", "alexnet", {}, "analysed (tf-09)"),
+]
+
+
+def book_models() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Per model of `BOOK_MODELS`: its fvcore totals, PyTorch's own FLOP count (twice the
+    conv and linear MACs when the two counters agree), the ops fvcore counts as zero; and
+    each model's cost table per stage, keyed by title."""
+    from analysis import flops, models
+
+    rows, stages = [], {}
+    for title, name, options, role in BOOK_MODELS:
+        model, shape = models.build_model(name, **options), flops.default_input(name)
+        total = flops.totals(model, shape)
+        by_op = total["macs_by_operator"]
+        skipped = flops.skipped_ops(model, shape)["op"].str.removeprefix("aten::")
+        rows.append({
+            "model": title, "role": role, "input": "×".join(map(str, shape)),
+            "params": total["params"], "macs": total["macs"],
+            "conv_linear_flops": 2 * (by_op.get("conv", 0) + by_op.get("linear", 0)),
+            "torch_flops": flops.torch_flops(model, shape),
+            "zero": ", ".join(f"`{op}`" for op in skipped),
+        })
+        stages[title] = flops.grouped_costs(model, shape, "stage")
+    return pd.DataFrame(rows), stages
