@@ -5,6 +5,7 @@ chapter) to stay fast."""
 import argparse
 import json
 import textwrap
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -749,3 +750,15 @@ def test_kernels_get_absolute_folders_whatever_the_user_typed(tmp_path, monkeypa
     assert env["DLBOOK_RESULTS"] == str(tmp_path / "res") and env["DLBOOK_PROFILE"] == "cpu"
     assert book.kernel_env(data_dir="d")["DLBOOK_DATA"] == str(tmp_path / "d")
 
+
+
+MAX_CELL_LINES = 25  # a chapter is prose over findings and figures (analysis/), not a program
+
+
+def test_the_real_chapters_keep_their_code_cells_short():
+    real = book.read_book(book.find_root(Path(__file__).resolve().parent))
+    assert len(real.chapters) >= 8
+    long = [(chapter.file, cell.line, n) for chapter in real.chapters for cell in chapter.cells
+            if (n := sum(1 for line in cell.source.splitlines()
+                         if not line.lstrip().startswith("#|"))) > MAX_CELL_LINES]
+    assert not long, f"code cells over {MAX_CELL_LINES} lines (move the code to analysis/): {long}"
