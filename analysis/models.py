@@ -41,15 +41,21 @@ class ShiftingNoise(nn.Module):
     training, every channel is scaled by a ~ U(1, 1 + strength) and shifted by
     b ~ U(-strength, strength), drawn afresh at every step, so that the next layer's input
     distribution moves from step to step (internal covariate shift put back) however well
-    batch norm normalised it. In eval mode it does nothing."""
+    batch norm normalised it. In eval mode it applies the noise's expectation (scale
+    1 + strength / 2, no shift), as dropout does: the next layers were trained on, and their
+    BN statistics gathered from, activations scaled by that much on average; evaluating
+    without any scale breaks the network (LeNet-5 at strength 1 dropped from about 48% of
+    its training images in training mode to 26% in eval mode)."""
 
     def __init__(self, strength: float):
         super().__init__()
         self.strength = strength
 
     def forward(self, x):
-        if not self.training or self.strength == 0:
+        if self.strength == 0:
             return x
+        if not self.training:
+            return x * (1 + self.strength / 2)
         shape = (1, x.shape[1]) + (1,) * (x.dim() - 2)
         scale = 1 + self.strength * torch.rand(shape, device=x.device, dtype=x.dtype)
         shift = self.strength * (2 * torch.rand(shape, device=x.device, dtype=x.dtype) - 1)

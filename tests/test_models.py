@@ -108,7 +108,7 @@ def test_unknown_model_is_refused():
         build_model("vgg16")
 
 
-def test_noisy_batch_norm_moves_each_channel_while_training_only():
+def test_noisy_batch_norm_moves_each_channel_while_training_and_its_mean_in_eval():
     from analysis.models import ShiftingNoise
 
     torch.manual_seed(0)
@@ -123,6 +123,10 @@ def test_noisy_batch_norm_moves_each_channel_while_training_only():
     assert a.abs().max() <= 1
     ones = noise(torch.ones(64, 3, 5, 5))
     assert ones.min() >= 0  # scale in [1, 2], shift in [-1, 1]
-    assert torch.equal(noise.eval()(x + 1), x + 1)  # eval mode: untouched
+    # Eval mode applies the noise's expectation, the mean over many training-mode draws.
+    draws = torch.stack([noise(torch.ones(1, 3, 1, 1)) for _ in range(4000)]).mean(0)
+    assert torch.allclose(draws, noise.eval()(torch.ones(1, 3, 1, 1)), atol=0.03)
+    assert torch.equal(noise(x + 2), (x + 2) * 1.5)
+    assert torch.equal(ShiftingNoise(0.0).train()(x + 1), x + 1)  # strength 0: untouched
     with pytest.raises(ValueError, match="bn_noise needs batch_norm"):
         build_model("lenet5", bn_noise=1.0)
