@@ -448,11 +448,14 @@ def interval(d, unit=pts) -> str:
 
 def judged(d, unit=pts, margin: float | None = None) -> str:
     """`interval` with its verdict: '3.2 points (95% CI 2.1 to 4.3), beyond noise'; 'within
-    noise' where the interval contains zero, and with a `margin`, whether the whole interval
-    lies inside it (equivalent) or not (inconclusive); no verdict without an interval."""
+    noise' where the interval contains zero; with a `margin`, whether the whole interval lies
+    inside it (equivalent, even when beyond noise) or, within noise, not (inconclusive); no
+    verdict without an interval."""
     if d.verdict is Verdict.UNJUDGED:
         return interval(d, unit)
     if d.verdict is not Verdict.WITHIN:
+        if margin is not None and d.equivalent(margin):
+            return f"{interval(d, unit)}, beyond noise but within ±{unit(margin)}: equivalent"
         return f"{interval(d, unit)}, beyond noise"
     if margin is None:
         return f"{interval(d, unit)}, within noise"
@@ -730,10 +733,13 @@ def stability_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def sparsity_pairs(found) -> str:
     """tf-07: each matched L1/L2 pair in plain words."""
+    from analysis.findings import MARGIN
+
     return "; ".join(
         f"{p['l1']} left {pct(found.share(p['l1']))} of the weights below the threshold and "
         f"{p['l2']} {pct(found.share(p['l2']))}, a difference of {judged(p['sparse'])}, at "
-        f"final accuracies that differ by {judged(p['acc'])}" for p in found.pairs) \
+        f"final accuracies that differ by {judged(p['acc'], margin=MARGIN)}"
+        for p in found.pairs) \
         or "no L1 setting has an L2 setting to pair with"
 
 

@@ -275,6 +275,11 @@ def l1_runs(accs: dict) -> pd.DataFrame:
     (shifted(0.001), 0.30, "L2 0.0001", True),  # as accurate, far sparser
     (shifted(0.001), 0.01, "L2 0.0001", False),  # as accurate, less sparse
     (shifted(-0.2), 0.30, "L2 0.001", None),  # no L2 setting as accurate: no comparison
+    # Less accurate beyond noise, but by half a point: equivalent within the margin, a pair.
+    (shifted(-0.005), 0.30, "L2 0.0001", True),
+    # Within noise but too noisy to be equivalent: no comparison.
+    ([a + d for a, d in zip(ACCS, (0.03, -0.03, 0.02, -0.02, 0.0), strict=True)], 0.30,
+     "L2 0.0001", None),
 ])
 def test_tf07_rule_on_made_up_runs(l1_acc, l1_share, partner, expected):
     accs = {(1e-4, 0.0): l1_acc, (0.0, 1e-4): ACCS, (0.0, 1e-3): shifted(-0.05, 3)}

@@ -140,3 +140,23 @@ def test_tables_never_show_minus_zero_and_percent_keeps_readable_values():
                                         "final_val_acc": [-1e-6, 0.5]}))
     assert list(shown["batch norm"]) == ["with BN", "without BN"]
     assert "-0" not in plots.table(shown).data
+
+
+def test_judged_names_every_verdict_and_equivalence_within_a_margin():
+    from analysis.results import Difference, Verdict
+
+    def d(diff, low, high, verdict):
+        return Difference(diff, low, high, 5, True, verdict)
+
+    assert plots.judged(d(0.03, 0.02, 0.04, Verdict.HIGHER)).endswith(", beyond noise")
+    assert plots.judged(d(0.03, 0.02, 0.04, Verdict.HIGHER), margin=0.01).endswith(
+        ", beyond noise")  # beyond the margin too
+    assert plots.judged(d(-0.004, -0.007, -0.001, Verdict.LOWER), margin=0.01).endswith(
+        "beyond noise but within ±1.0 point: equivalent")
+    assert plots.judged(d(0.001, -0.005, 0.007, Verdict.WITHIN), margin=0.01).endswith(
+        "within ±1.0 point: equivalent")
+    assert plots.judged(d(0.001, -0.02, 0.02, Verdict.WITHIN), margin=0.01).endswith(
+        "within noise but wider than ±1.0 point: inconclusive")
+    assert plots.judged(d(0.001, -0.02, 0.02, Verdict.WITHIN)).endswith(", within noise")
+    nan = float("nan")
+    assert "noise" not in plots.judged(d(0.01, nan, nan, Verdict.UNJUDGED), margin=0.01)

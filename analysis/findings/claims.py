@@ -593,7 +593,7 @@ class Sparsity(Finding):
     def key(self) -> str:
         return f"weights below {num(NEAR_ZERO)}: " + "; ".join(
             f"{p['l1']} {pct(self.share(p['l1']))} against {p['l2']} {pct(self.share(p['l2']))} "
-            f"(accuracy {judged(p['acc'])})" for p in self.pairs)
+            f"(accuracy {judged(p['acc'], margin=MARGIN)})" for p in self.pairs)
 
     @property
     def headline(self) -> str:
@@ -602,11 +602,9 @@ class Sparsity(Finding):
 
     @property
     def short(self) -> str:
-        comparable = [p for p in self.pairs if p["acc"].verdict is not Verdict.LOWER
-                      and p["acc"].verdict is not Verdict.HIGHER]
-        if not comparable:
+        if not comparable(self.pairs):
             return "No L1 setting matched an L2 setting's accuracy"
-        sparser = [p["sparse"].verdict for p in comparable]
+        sparser = [p["sparse"].verdict for p in comparable(self.pairs)]
         if all(v is Verdict.HIGHER for v in sparser):
             return "L1 leaves more weights near zero than L2 at the same accuracy"
         if any(v is Verdict.LOWER for v in sparser):
@@ -621,12 +619,17 @@ def matched_penalties(accuracy: pd.Series) -> list[tuple[str, str]]:
     return [(a, min(l2, key=lambda b: abs(accuracy[b] - accuracy[a]))) for a in l1] if l2 else []
 
 
+def comparable(pairs) -> list[dict]:
+    """The matched pairs at the same accuracy: their final accuracies equivalent, the whole
+    interval of the difference within +-MARGIN ("within noise" is no such claim)."""
+    return [p for p in pairs if p["acc"].equivalent(MARGIN)]
+
+
 def tf07_verdict(pairs, epochs: int) -> bool | None:
-    """Among the matched pairs whose accuracies do not differ beyond noise: True if L1 has
-    more weights below NEAR_ZERO beyond noise in every one, False if fewer in some one,
-    None otherwise (no comparable pair, inconclusive, or trained too briefly)."""
-    comparable = [p for p in pairs if p["acc"].verdict in (Verdict.WITHIN, Verdict.UNJUDGED)]
-    verdicts = [p["sparse"].verdict for p in comparable]
+    """Among the matched pairs at the same accuracy (`comparable`): True if L1 has more
+    weights below NEAR_ZERO beyond noise in every one, False if fewer in some one, None
+    otherwise (no comparable pair, inconclusive, or trained too briefly)."""
+    verdicts = [p["sparse"].verdict for p in comparable(pairs)]
     if epochs < MIN_EPOCHS_TO_JUDGE or not verdicts:
         return None
     if any(v is Verdict.LOWER for v in verdicts):
