@@ -715,6 +715,18 @@ def per_rate(at: dict, what: str, table: pd.DataFrame) -> str:
         or "no rate"
 
 
+def dead_by_rate(table: pd.DataFrame) -> str:
+    """tf-06: the share of dead units at the last epoch, ReLU against leaky ReLU, per rate
+    ('lr 0.01: 1% against 1%; ...'; 'none measured' where every run diverged at once)."""
+    def share(lr, activation):
+        value = table.loc[(lr, activation), "dead"]
+        return "none measured" if pd.isna(value) else pct(value, 0)
+
+    rates = sorted(table.index.get_level_values("lr").unique())
+    return "; ".join(f"lr {num(lr)}: {share(lr, 'relu')} against {share(lr, 'leaky_relu')}"
+                     for lr in rates)
+
+
 def stability_table(table: pd.DataFrame) -> pd.DataFrame:
     """tf-06's table, one row per learning rate and activation."""
     t = table.reset_index()

@@ -160,3 +160,10 @@ def test_judged_names_every_verdict_and_equivalence_within_a_margin():
     assert plots.judged(d(0.001, -0.02, 0.02, Verdict.WITHIN)).endswith(", within noise")
     nan = float("nan")
     assert "noise" not in plots.judged(d(0.01, nan, nan, Verdict.UNJUDGED), margin=0.01)
+
+
+def test_dead_units_per_rate_read_as_words_and_say_where_none_were_measured():
+    index = pd.MultiIndex.from_product([[0.01, 0.3], ["leaky_relu", "relu"]],
+                                       names=["lr", "activation"])
+    table = pd.DataFrame({"dead": [0.01, 0.02, float("nan"), 0.78]}, index=index)
+    assert plots.dead_by_rate(table) == "lr 0.01: 2% against 1%; lr 0.3: 78% against none measured"
