@@ -77,11 +77,33 @@ def short(qid: str, record: dict, found: findings.Finding | None = None) -> str:
     return " ".join(text.split())
 
 
+# What a `history:` entry's `after_results:` says was changed after seeing a build's results.
+AFTER_RESULTS = {
+    "rule": "The rule, changed after seeing results (the provenance appendix says why)",
+    "measurement": "The rule, fixed before the runs; its measurement corrected after seeing "
+                   "results (the provenance appendix says how)",
+}
+
+
+def rule_label(record: dict) -> str:
+    """How the callout introduces a rule: fixed before the runs, unless its history says
+    that it, or what it measures, changed after results were seen (a rule change first)."""
+    changed = {entry.get("after_results") for entry in record.get("history", [])}
+    unknown = changed - set(AFTER_RESULTS) - {None}
+    if unknown:
+        raise ValueError(f"{record['id']}: after_results must be one of {sorted(AFTER_RESULTS)}, "
+                         f"not {sorted(unknown)}")
+    for what in AFTER_RESULTS:
+        if what in changed:
+            return AFTER_RESULTS[what]
+    return "The rule, fixed before the runs"
+
+
 def callout(qid: str, found: findings.Finding, path=None) -> str:
     """A Quarto callout with the answer: short answer, the record's answer, key numbers."""
     record = records(path)[qid]
     body = " ".join(record["answer"].split())
-    rule = (f"\n\n**The rule, fixed before the runs:** {' '.join(record['rule'].split())}"
+    rule = (f"\n\n**{rule_label(record)}:** {' '.join(record['rule'].split())}"
             if record.get("rule") else "")
     return (f'::: {{.callout-note title="Answer"}}\n**{short(qid, record, found)}.** {body} '
             f"**In numbers:** {found.key}.{rule}\n:::\n")

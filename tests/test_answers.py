@@ -113,6 +113,22 @@ def test_callout_quotes_the_answer_the_numbers_and_the_rule(tiny):
     assert lines[3] == "**The rule, fixed before the runs:** True if the best speedup reaches 8x."
 
 
+def test_the_callout_says_when_a_rule_or_its_measurement_changed_after_results():
+    before = {"id": "tf-x", "history": [{"date": "2026-12-02"}]}
+    assert answers.rule_label(before) == "The rule, fixed before the runs"
+    measured = {"id": "tf-x", "history": [*before["history"], {"after_results": "measurement"}]}
+    assert answers.rule_label(measured).startswith(
+        "The rule, fixed before the runs; its measurement corrected after seeing results")
+    changed = {"id": "tf-x", "history": [*measured["history"], {"after_results": "rule"}]}
+    assert answers.rule_label(changed).startswith("The rule, changed after seeing results")
+    with pytest.raises(ValueError, match="after_results must be one of"):
+        answers.rule_label({"id": "tf-x", "history": [{"after_results": "yes"}]})
+    # The book's own records: tf-07's rule changed after the cpu results, tf-01's measurement.
+    records = answers.records()
+    assert answers.rule_label(records["tf-07"]) == answers.AFTER_RESULTS["rule"]
+    assert answers.rule_label(records["tf-01"]) == answers.AFTER_RESULTS["measurement"]
+
+
 def test_opening_quotes_the_question_before_the_callout(tiny):
     text = answers.opening("lab2-b-swish", Made("x", "Not measurably"), path=tiny)
     assert text.startswith(f"\n> *{course.question('lab2-b-swish')}*\n\n::: {{.callout-note")
