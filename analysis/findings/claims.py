@@ -602,9 +602,9 @@ class Sparsity(Finding):
 
     @property
     def short(self) -> str:
-        if not comparable(self.pairs):
-            return "No L1 setting matched an L2 setting's accuracy"
         sparser = [p["sparse"].verdict for p in comparable(self.pairs)]
+        if not sparser:
+            return "No L1 setting matched an L2 setting's accuracy"
         if all(v is Verdict.HIGHER for v in sparser):
             return "L1 leaves more weights near zero than L2 at the same accuracy"
         if any(v is Verdict.LOWER for v in sparser):
