@@ -252,6 +252,26 @@ def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return (torch.stack(mean) / 255).float(), (torch.stack(std) / 255).float()
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Images (N, C, H, W) stored pixel by pixel, each pixel's channels together: the
+    layout the engine keeps every split in, since oneDNN's convolutions run faster on it
+    and `take`, `augment` and `normalize` keep it without a copy."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, C): a view for channels_last images, a copy for others."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The images x[index], in x's memory layout: whole images copied at once (indexing a
+    channels_last tensor directly gathers it pixel by pixel, ten times slower)."""
+    if x.is_contiguous():
+        return x.index_select(0, index)
+    return _pixels(x).index_select(0, index).permute(0, 3, 1, 2)
+
+
 def augment(x: torch.Tensor, *, crop_padding: int = 0, flip_p: float = 0.0,
             vflip_p: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop after zero padding, then horizontal and vertical flips, on a whole batch.
@@ -259,7 +279,8 @@ def augment(x: torch.Tensor, *, crop_padding: int = 0, flip_p: float = 0.0,
     Per image, like torchvision's RandomCrop(32, padding=crop_padding),
     RandomHorizontalFlip(flip_p) and RandomVerticalFlip(vflip_p). Random numbers
     come from `generator` (drawn on its device, so a CUDA generator keeps the
-    draws on the GPU); the result is on the device of `x`.
+    draws on the GPU); the result is on the device of `x`, in channels_last layout
+    (`x` itself when there is nothing to do).
     """
     if not (crop_padding > 0 or flip_p > 0 or vflip_p > 0):
         return x
@@ -270,38 +291,43 @@ def augment(x: torch.Tensor, *, crop_padding: int = 0, flip_p: float = 0.0,
         return sample(*args, generator=generator, device=device).to(x.device)
 
     p = crop_padding
+    pixels = _pixels(x)  # (n, h, w, c): a row of the image is w * c consecutive values
     top = left = torch.zeros(n, dtype=torch.int64, device=x.device)
     if p > 0:
         top, left = draw(torch.randint, 2 * p + 1, (n,)), draw(torch.randint, 2 * p + 1, (n,))
-        x = F.pad(x, (p, p, p, p))
+        pixels = F.pad(pixels, (0, 0, p, p, p, p))
     image = torch.arange(n, device=x.device)
     rows = top[:, None] + torch.arange(h, device=x.device)  # each output row's source row
     if flip_p > 0:
         # A flipped crop is the window of the flipped padded image at the mirrored offset.
         flip = draw(torch.rand, n) < flip_p
-        x = torch.cat([x, x.flip(3)])
+        pixels = torch.cat([pixels, pixels.flip(2)])
         image = torch.where(flip, image + n, image)
         left = torch.where(flip, 2 * p - left, left)
     if vflip_p > 0:
         rows = torch.where((draw(torch.rand, n) < vflip_p)[:, None], rows.flip(1), rows)
-    # Every output row is w consecutive pixels of x: one index_select picks them all from
-    # the view of every w-long run of x's memory (per-pixel indexing is several times slower).
-    _, _, padded_h, padded_w = x.shape
-    planes = image[:, None] * c + torch.arange(c, device=x.device)
-    starts = (planes[:, :, None] * padded_h + rows[:, None, :]) * padded_w + left[:, None, None]
-    runs = x.reshape(-1).unfold(0, w, 1)
-    return runs.index_select(0, starts.reshape(-1)).view(n, c, h, w)
+    # Every output row is w * c consecutive values of `pixels`: one index_select picks them
+    # all from the view of the run starting at every pixel (per-pixel indexing is several
+    # times slower).
+    _, padded_h, padded_w, _ = pixels.shape
+    starts = (image[:, None] * padded_h + rows) * padded_w + left[:, None]  # first pixels
+    runs = pixels.reshape(-1).unfold(0, w * c, c)
+    return runs.index_select(0, starts.reshape(-1)).view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 (x / 255 - mean) / std, per channel."""
-    scale = (1 / (255 * std)).to(x.device)[:, None, None]
-    shift = (-mean / std).to(x.device)[:, None, None]
-    # Spelled out to the image's full shape: broadcasting along channels and pixels makes the
-    # CPU's addcmul several times slower (the result is the same to the bit).
-    size = x.shape[-3:]
-    shift, scale = shift.expand(size).contiguous(), scale.expand(size).contiguous()
-    return torch.addcmul(shift, x.float(), scale)
+    """uint8 images -> float32 (x / 255 - mean) / std, per channel, in x's memory layout."""
+    four_d = x.dim() == 4 and not x.is_contiguous()
+    layout = torch.channels_last if four_d else torch.contiguous_format
+    # Spelled out to one image's full shape, in x's layout: broadcasting along channels and
+    # pixels makes the CPU's addcmul several times slower. The uint8 pixels go in as they
+    # are (converted as they are read): a float copy of the batch first costs more than the
+    # arithmetic. The result is the same to the bit.
+    size = (1,) * (x.dim() - 3) + tuple(x.shape[-3:])
+    scale = (1 / (255 * std)).to(x.device)[:, None, None].expand(size)
+    shift = (-mean / std).to(x.device)[:, None, None].expand(size)
+    return torch.addcmul(shift.contiguous(memory_format=layout), x,
+                         scale.contiguous(memory_format=layout))
 
 
 def write_fake_cifar10(root, *, n_train: int = 1000, n_test: int = 200, seed: int = 0) -> Path:

@@ -139,7 +139,7 @@ def dead_units(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
     """All parameters as one detached float vector (a copy)."""
-    return torch.cat([p.detach().float().reshape(-1) for p in model.parameters()])
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).float()
 
 
 def update_ratio(before: torch.Tensor, after: torch.Tensor, lr: float) -> torch.Tensor:
@@ -149,7 +149,9 @@ def update_ratio(before: torch.Tensor, after: torch.Tensor, lr: float) -> torch.
     Plain SGD's is the RMS gradient; Adam's is the RMS of m̂ / (√v̂ + eps), about 1 when
     eps is far below √v̂ and about |m̂| / eps, tiny, when eps is far above it."""
     # In float64: a step that blows up (|change| ~ 1e20) would overflow its square in float32.
-    return (after - before).double().pow(2).mean().sqrt() / lr
+    # One fused norm, not a chain of ops: it runs every training step.
+    norm = torch.linalg.vector_norm(after - before, dtype=torch.float64)
+    return norm / (math.sqrt(after.numel()) * lr)  # lr 0 (warm-up's first step): inf or nan
 
 
 # ---------------------------------------------------------------- eager execution (tf-02)

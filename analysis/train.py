@@ -17,6 +17,7 @@ seed seeds the model initialisation (and dropout), and a torch.Generator
 seeded likewise draws the batch order and the augmentations.
 """
 import copy
+import ctypes
 import difflib
 import math
 import os
@@ -30,7 +31,15 @@ from torch import nn
 from torch.profiler import record_function as phase  # labels for bench_train's profile
 from tqdm import tqdm
 
-from analysis.data import Cifar10, augment, load_cifar10, normalize, stratified_split
+from analysis.data import (
+    Cifar10,
+    augment,
+    channels_last,
+    load_cifar10,
+    normalize,
+    stratified_split,
+    take,
+)
 from analysis.models import ACTIVATIONS, INITS, build_model, count_params
 from analysis.probes import dead_units, flat_parameters, update_ratio
 
@@ -76,6 +85,7 @@ DEAD_PROBE = 500  # validation images the dead units are counted on, every epoch
 # Names a file holding the number of CPU threads this run may use; the runner rewrites it
 # when other runs of its batch finish and their cores fall idle.
 THREADS_FILE_ENV = "DLBOOK_THREADS_FILE"
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 
 
 class ConfigError(ValueError):
@@ -233,15 +243,35 @@ class Engine:
     generator: torch.Generator  # batch order and augmentation, on the training device
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep memory the process frees, instead of handing it back to the system.
+
+    PyTorch's CPU allocator frees every tensor as it goes; glibc returns blocks above its
+    mmap threshold to the kernel, so a training step gets its activations (a few MB a
+    batch) back as fresh pages and page-faults through them, step after step: a fifth of
+    LeNet-5's step time on the CPU (benchmarks/bench_train.py). A no-op where glibc is
+    not the C library. The cost: the process keeps its peak memory until it exits.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)  # glibc caps it; also stops it adapting
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+
+
 def prepare(config: dict, data: Cifar10, device: torch.device) -> Engine:
     """Seeded model, optimizer and generator, and the data on `device`, for a validated config."""
     cfg = config
+    keep_freed_memory()
     if cfg["subset"] is not None and cfg["subset"] < len(data.train_y):
         # Seed 0, not the run's seed: every run sees the same images, seeds vary the rest.
         keep, _ = stratified_split(data.train_y.cpu().numpy(), cfg["subset"], seed=0)
         keep = torch.from_numpy(keep).to(data.train_y.device)
         data = replace(data, train_x=data.train_x[keep], train_y=data.train_y[keep])
     data = data.to(device)
+    data = replace(data, train_x=channels_last(data.train_x), val_x=channels_last(data.val_x),
+                   test_x=channels_last(data.test_x))
 
     torch.manual_seed(cfg["seed"])
     options = {k: cfg[k] for k in LENET_OPTIONS} if cfg["model"] == "lenet5" else {}
@@ -311,8 +341,7 @@ def train_epoch(engine: Engine, epoch: int) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         with phase("augment"):
-            # index_select copies whole images; indexing with [idx] goes pixel by pixel.
-            x = augment(data.train_x.index_select(0, idx), crop_padding=cfg["crop_padding"],
+            x = augment(take(data.train_x, idx), crop_padding=cfg["crop_padding"],
                         flip_p=cfg["flip_p"], vflip_p=cfg["vflip_p"], generator=engine.generator)
             y = data.train_y.index_select(0, idx)
             x = _inputs(x, data)

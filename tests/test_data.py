@@ -13,9 +13,11 @@ from analysis.data import (
     DataNotFoundError,
     augment,
     channel_stats,
+    channels_last,
     load_cifar10,
     normalize,
     stratified_split,
+    take,
 )
 
 
@@ -169,6 +171,39 @@ def test_augment_is_reproducible_with_a_seeded_generator():
 
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
+
+
+@pytest.mark.parametrize("options", [{"crop_padding": 4}, {"flip_p": 0.5},
+                                     {"crop_padding": 3, "flip_p": 0.5, "vflip_p": 0.5}])
+def test_augment_gives_the_same_images_in_either_memory_layout(options):
+    """The engine keeps its images channels_last; augmenting them must not depend on it."""
+    x = images()
+
+    def run(batch):
+        return augment(batch, **options, generator=torch.Generator().manual_seed(5))
+
+    out = run(channels_last(x))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, run(x))
+
+
+def test_take_gathers_images_in_their_layout():
+    x = images(20)
+    index = torch.tensor([3, 0, 19, 3])
+    for layout in (x, channels_last(x)):
+        out = take(layout, index)
+        assert torch.equal(out, x[index])
+        assert out.stride() == take(layout, index[:4]).stride() == layout[:4].stride()
+
+
+def test_normalize_is_the_same_in_either_layout_and_keeps_it(fake_data):
+    x = fake_data.train_x[:50]
+    flat = normalize(x, fake_data.mean, fake_data.std)
+    last = normalize(channels_last(x), fake_data.mean, fake_data.std)
+    assert flat.is_contiguous() and last.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(flat, last)
+    expected = (x.float() / 255 - fake_data.mean[:, None, None]) / fake_data.std[:, None, None]
+    torch.testing.assert_close(flat, expected)
 
 
 # ---------------------------------------------------------------- pixel identity and cache

@@ -1,9 +1,12 @@
 import math
+import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from analysis import models
 from analysis.models import LeNet5, Swish, build_model, count_params, make_activation
 
 
@@ -130,3 +133,54 @@ def test_noisy_batch_norm_moves_each_channel_while_training_and_its_mean_in_eval
     assert torch.equal(ShiftingNoise(0.0).train()(x + 1), x + 1)  # strength 0: untouched
     with pytest.raises(ValueError, match="bn_noise needs batch_norm"):
         build_model("lenet5", bn_noise=1.0)
+
+
+def pooling_inputs():
+    """channels_last maps with the ties max pooling has to break as ATen does: constant
+    regions (a crop's padding after the first conv), and windows whose maximum is in
+    several places (e.g. (0, 1) and (1, 0): row by row, (0, 1) comes first)."""
+    g = torch.Generator().manual_seed(0)
+    for shape in [(4, 6, 28, 28), (3, 16, 10, 10), (2, 1, 6, 6), (2, 5, 7, 9)]:
+        x = torch.randn(shape, generator=g)
+        x[:, :, :4, :6] = 0.5
+        x[:, :, 4:6, :2] = torch.tensor([[1.0, 2.0], [2.0, 0.0]])
+        x[:, :, 4:6, 2:4] = torch.tensor([[1.0, 2.0], [2.0, 2.0]])
+        x[:, :, 4:6, 4:6] = torch.tensor([[3.0, 1.0], [3.0, 3.0]])
+        yield x.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("x", list(pooling_inputs()), ids=lambda x: "x".join(map(str, x.shape)))
+def test_the_models_max_pooling_is_pytorchs_to_the_bit(x):
+    """Values, gradients and layout of `MaxPool2x2` equal nn.MaxPool2d(2)'s exactly, so the
+    compiled kernel changes no result; with a NaN in the batch ATen decides, as before."""
+    for nan in (False, True):
+        x = x.clone()
+        if nan:
+            x[0, 0, 1, 1] = x[1, -1, 2, 3] = x[1, -1, 3, 2] = float("nan")
+        mine, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out, expected = models.MaxPool2x2()(mine), F.max_pool2d(theirs, 2)
+        assert out.stride() == expected.stride()
+        assert torch.equal(out.isnan(), expected.isnan())
+        assert torch.equal(out.nan_to_num(), expected.nan_to_num())
+        grad = torch.randn_like(expected)
+        out.backward(grad)
+        expected.backward(grad)
+        assert torch.equal(mine.grad, theirs.grad)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None or shutil.which("ninja") is None
+                    or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"),
+                    reason="the pooling kernel needs g++, ninja and an AVX2 CPU; "
+                           "without them PyTorch's pooling runs")
+def test_the_pooling_kernel_is_built_where_it_can_be():
+    assert models._pool_kernel() is not None
+    x = next(pooling_inputs())
+    used = []
+    original = models._MaxPool2x2.forward
+    try:
+        models._MaxPool2x2.forward = staticmethod(lambda ctx, x: used.append(1) or original(ctx, x))
+        models.MaxPool2x2()(x)
+        models.MaxPool2x2()(x.contiguous())  # the default layout: PyTorch's own
+    finally:
+        models._MaxPool2x2.forward = original
+    assert used == [1]
