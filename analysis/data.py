@@ -291,21 +291,20 @@ def augment(x: torch.Tensor, *, crop_padding: int = 0, flip_p: float = 0.0,
         return sample(*args, generator=generator, device=device).to(x.device)
 
     p = crop_padding
-    pixels = _pixels(x)  # (n, h, w, c): a row of the image is w * c consecutive values
     top = left = torch.zeros(n, dtype=torch.int64, device=x.device)
     if p > 0:
         top, left = draw(torch.randint, 2 * p + 1, (n,)), draw(torch.randint, 2 * p + 1, (n,))
-        pixels = F.pad(pixels, (0, 0, p, p, p, p))
     image = torch.arange(n, device=x.device)
     rows = top[:, None] + torch.arange(h, device=x.device)  # each output row's source row
     if flip_p > 0:
         # A flipped crop is the window of the flipped padded image at the mirrored offset.
         flip = draw(torch.rand, n) < flip_p
-        pixels = torch.cat([pixels, pixels.flip(2)])
+        x = torch.cat([x, x.flip(3)])  # flipped before padding: fewer pixels to move
         image = torch.where(flip, image + n, image)
         left = torch.where(flip, 2 * p - left, left)
     if vflip_p > 0:
         rows = torch.where((draw(torch.rand, n) < vflip_p)[:, None], rows.flip(1), rows)
+    pixels = F.pad(_pixels(x), (0, 0, p, p, p, p))  # (n, h, w, c): a row is w * c values
     # Every output row is w * c consecutive values of `pixels`: one index_select picks them
     # all from the view of the run starting at every pixel (per-pixel indexing is several
     # times slower).

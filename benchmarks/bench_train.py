@@ -10,7 +10,9 @@ transforms (RandomCrop, RandomHorizontalFlip, ToTensor, Normalize), a
 DataLoader with batch 128 and 2 workers, and a loop that reads loss and
 accuracy with .item() every step; its epoch is the training pass and the
 validation pass (5,000 images), and includes starting its DataLoader workers,
-as the notebook's does. Ours is the engine's epoch as `train.train` runs it:
+as the notebook's does; it runs in a process of its own, as the notebook would, with the
+course's LeNet-5 (plain modules) from the same initial weights. Ours is the engine's epoch as
+`train.train` runs it:
 `train_epoch`, then `evaluate_epoch` (the validation pass and the engine's
 probes: 5,000 clean training images and 500 images for dead units, work the
 reference does not do).
@@ -37,6 +39,8 @@ At a few epochs, accuracies of single runs differ by a point or two from seed to
 so --seeds 0 1 2 repeats the comparison and reports the mean difference.
 """
 import argparse
+import contextlib
+import multiprocessing
 import os
 import time
 from collections import defaultdict
@@ -47,6 +51,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 from PIL import Image
+from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader, Dataset
 
@@ -194,17 +199,69 @@ def load() -> str:
     return "/".join(f"{v:.2f}" for v in os.getloadavg()) + " (1/5/15 min)"
 
 
+def course_lenet5() -> nn.Module:
+    """LeNet-5 as the course notebook writes it: plain modules, ReLU before each pooling."""
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+
+def reference_worker(conn, data_dir, seed: int, threads: int, device: str,
+                     start_method: str) -> None:
+    """The course pipeline in a process of its own, an epoch per request: nothing the engine
+    sets for its process (glibc's allocator settings, see `train.keep_freed_memory`) reaches
+    it, as nothing does in the course's notebook. Its DataLoader workers start as a fresh
+    interpreter's would (`start_method`, fork on Linux), not as this process was (spawned:
+    workers that import torch afresh every epoch took 10 s more per epoch)."""
+    multiprocessing.set_start_method(start_method, force=True)
+    torch.set_num_threads(threads)
+    device = select_device(device)
+    data = load_cifar10(data_dir)
+    torch.manual_seed(seed)  # the same initial weights as the engine's model
+    model = course_lenet5().to(device)
+    torch.manual_seed(seed)
+    ours = build_model("lenet5")
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(model.parameters(), ours.parameters(),
+                                                        strict=True))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    train_loader, val_loader, test_loader = reference_loaders(data)
+    conn.send("ready")
+    while (request := conn.recv()) != "stop":
+        start, start_cpu = time.perf_counter(), cpu_seconds()
+        if request == "epoch":
+            reference_epoch(model, optimizer, train_loader, device)
+            _, acc = reference_evaluate(model, val_loader, device)
+        else:  # "test"
+            _, acc = reference_evaluate(model, test_loader, device)
+        conn.send((time.perf_counter() - start, cpu_seconds() - start_cpu, acc))
+
+
 def compare(data, seed, args, times) -> float:
-    """Train both pipelines from the same initial weights, epochs alternating; return the
-    test accuracy difference (ours - reference)."""
+    """Train both pipelines from the same initial weights, epochs alternating (ours here, the
+    reference in a process of its own); return the test accuracy difference (ours -
+    reference)."""
+    conn, child = multiprocessing.Pipe()
+    worker = multiprocessing.get_context("spawn").Process(
+        target=reference_worker,  # not a daemon: it starts DataLoader workers
+        args=(child, args.data_dir, seed, torch.get_num_threads(), args.device,
+              multiprocessing.get_start_method()))
+    worker.start()
+    try:
+        conn.recv()  # "ready": its start-up (importing torch, reading the data) is not timed
+        return _alternate(data, seed, args, times, conn)
+    finally:
+        with contextlib.suppress(OSError):  # a worker that died has closed its end
+            conn.send("stop")
+        worker.join(timeout=60)
+        if worker.is_alive():
+            worker.terminate()
+
+
+def _alternate(data, seed, args, times, conn) -> float:
     config = recipe(seed, args.device)
     device = select_device(config["device"])
     engine = prepare(config, data, device)
-
-    torch.manual_seed(seed)  # the same initial weights as the engine's model
-    model = build_model("lenet5").to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    train_loader, val_loader, test_loader = reference_loaders(data)
 
     print(f"\nepochs, seed {seed}:")
     print(f"{'epoch':>5} {'ours s':>8} {'ref s':>8} {'ours cpu':>9} {'ref cpu':>8} "
@@ -216,17 +273,17 @@ def compare(data, seed, args, times) -> float:
         times["ours"].append(time.perf_counter() - start)
         times["ours_cpu"].append(cpu_seconds() - start_cpu)
 
-        start, start_cpu = time.perf_counter(), cpu_seconds()
-        reference_epoch(model, optimizer, train_loader, device)
-        _, ref_val = reference_evaluate(model, val_loader, device)
-        times["ref"].append(time.perf_counter() - start)
-        times["ref_cpu"].append(cpu_seconds() - start_cpu)
+        conn.send("epoch")
+        seconds, cpu, ref_val = conn.recv()
+        times["ref"].append(seconds)
+        times["ref_cpu"].append(cpu)
         print(f"{epoch:>5} {times['ours'][-1]:>8.2f} {times['ref'][-1]:>8.2f} "
               f"{times['ours_cpu'][-1]:>9.2f} {times['ref_cpu'][-1]:>8.2f} "
               f"{our_val:>9.4f} {ref_val:>8.4f}", flush=True)
 
     _, our_test = evaluate(engine.model, engine.data.test_x, engine.data.test_y, engine.data)
-    _, ref_test = reference_evaluate(model, test_loader, device)
+    conn.send("test")
+    _, _, ref_test = conn.recv()
     print(f"test accuracy: ours {our_test:.4f}, reference {ref_test:.4f} "
           f"(difference {100 * (our_test - ref_test):+.2f} points)")
     return our_test - ref_test

@@ -1,3 +1,4 @@
+import copy
 import math
 import shutil
 
@@ -184,3 +185,35 @@ def test_the_pooling_kernel_is_built_where_it_can_be():
     finally:
         models._MaxPool2x2.forward = original
     assert used == [1]
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_lenet_pools_before_a_monotone_activation_and_computes_the_same(activation):
+    """LeNet-5 runs ReLU and leaky ReLU after its poolings (less work); the network in the
+    course's order (activation, then pooling) gives the same outputs and gradients to the
+    bit, also on images with a crop's constant padding, where pooling windows tie."""
+    torch.manual_seed(0)
+    model = LeNet5(activation=activation)
+    f = model.features
+    assert [type(m).__name__ for m in f] == ["Conv2d", "Identity", "MaxPool2x2",
+                                             type(make_activation(activation)).__name__] * 2
+    course = nn.Sequential(f[0], f[1], f[3], f[2], f[4], f[5], f[7], f[6], model.classifier)
+    x = torch.randn(8, 3, 32, 32)
+    x[:, :, :4] = x[:, :, :, -3:] = -1.5  # padding, as the crop leaves it after normalising
+    y = torch.arange(8)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        net = copy.deepcopy(model).to(memory_format=layout)
+        ref = copy.deepcopy(course).to(memory_format=layout)
+        inputs = x.contiguous(memory_format=layout)
+        out, expected = net(inputs), ref(inputs)
+        assert torch.equal(out, expected)
+        F.cross_entropy(out, y).backward()
+        F.cross_entropy(expected, y).backward()
+        for a, b in zip(net.parameters(), ref.parameters(), strict=True):
+            assert torch.equal(a.grad, b.grad)
+
+
+def test_lenet_keeps_the_course_order_for_swish_and_after_batch_norm():
+    for options in ({"activation": "swish"}, {"batch_norm": True}):
+        kinds = [type(m).__name__ for m in LeNet5(**options).features]
+        assert kinds[2:4] != ["MaxPool2x2", "ReLU"] and kinds[3] == "MaxPool2x2"

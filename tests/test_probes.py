@@ -134,7 +134,7 @@ def test_weight_sparsity_fractions_per_layer_and_threshold():
 def test_eager_demo_catches_the_gradient_before_the_weights_get_theirs():
     torch.manual_seed(0)
     demo = probes.eager_demo(LeNet5(), torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
-    assert demo["activation"].shape == (4, 6, 28, 28)  # conv1's ReLU output
+    assert demo["activation"].shape == (4, 6, 14, 14)  # conv1's ReLU output, after pooling
     assert demo["gradient"].shape == demo["activation"].shape
     assert demo["matches"]
     # conv1's weight and bias get theirs after the hook; the layers above got theirs first.
