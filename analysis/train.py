@@ -1,12 +1,14 @@
 """The training engine: `train(config)` turns a plain config dict into metrics.
 
 Speed comes from the data path (after KellerJordan/airbench): every split is
-one uint8 tensor on the training device, each epoch draws one permutation,
-batches are augmented and normalized as whole tensors, and evaluation runs in
-batches without autograd. Metrics are accumulated as tensors and read
+one uint8 tensor on the training device, channels_last like the models, each epoch
+draws one permutation, batches are augmented and normalized as whole tensors, and
+evaluation runs in batches without autograd. Metrics are accumulated as tensors and read
 once per epoch, so nothing waits on the device step by step. Models run in
 channels_last memory format, which is faster on CPU (oneDNN) as on GPU; on
-CUDA the forward pass also runs under bf16 autocast. Everything else is one
+CUDA the forward pass also runs under bf16 autocast. On the CPU the process keeps the
+memory it frees (`keep_freed_memory`), and LeNet-5's poolings run through a compiled loop
+(`models.MaxPool2x2`). Everything else is one
 code path, so the CPU tests cover the CUDA logic but for device selection.
 The step's phases carry profiler labels (`phase`); benchmarks/bench_train.py
 prints where the time goes, and bench_candidates.py what the speed-ups not
