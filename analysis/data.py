@@ -18,6 +18,7 @@ import uuid
 import zipfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -272,38 +273,65 @@ def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return _pixels(x).index_select(0, index).permute(0, 3, 1, 2)
 
 
+class Augmentation(NamedTuple):
+    """One batch's random crop offsets and flips: image i is shifted by (top[i] - padding,
+    left[i] - padding), then flipped left-right where flip[i], upside down where vflip[i]."""
+    padding: int
+    top: torch.Tensor  # int64
+    left: torch.Tensor  # int64
+    flip: torch.Tensor | None  # bool; None: none drawn
+    vflip: torch.Tensor | None
+
+
+def draw_augmentation(n: int, *, crop_padding: int = 0, flip_p: float = 0.0,
+                      vflip_p: float = 0.0, generator: torch.Generator | None = None,
+                      device=None) -> Augmentation | None:
+    """The random draws of `augment` for a batch of n images, on `device`; None when there
+    is nothing to draw. From `generator` (drawn on its device, so a CUDA generator keeps the
+    draws on the GPU), in a fixed order: crop rows, crop columns, flips, vertical flips."""
+    if not (crop_padding > 0 or flip_p > 0 or vflip_p > 0):
+        return None
+    draw_on = generator.device if generator is not None else device
+
+    def draw(sample, *args):
+        return sample(*args, generator=generator, device=draw_on).to(device)
+
+    p = crop_padding
+    top = left = torch.full((n,), p, dtype=torch.int64, device=device)  # no shift
+    if p > 0:
+        top, left = draw(torch.randint, 2 * p + 1, (n,)), draw(torch.randint, 2 * p + 1, (n,))
+    flip = draw(torch.rand, n) < flip_p if flip_p > 0 else None
+    vflip = draw(torch.rand, n) < vflip_p if vflip_p > 0 else None
+    return Augmentation(p, top, left, flip, vflip)
+
+
 def augment(x: torch.Tensor, *, crop_padding: int = 0, flip_p: float = 0.0,
             vflip_p: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop after zero padding, then horizontal and vertical flips, on a whole batch.
 
     Per image, like torchvision's RandomCrop(32, padding=crop_padding),
-    RandomHorizontalFlip(flip_p) and RandomVerticalFlip(vflip_p). Random numbers
-    come from `generator` (drawn on its device, so a CUDA generator keeps the
-    draws on the GPU); the result is on the device of `x`, in channels_last layout
+    RandomHorizontalFlip(flip_p) and RandomVerticalFlip(vflip_p), with the draws of
+    `draw_augmentation`. The result is on the device of `x`, in channels_last layout
     (`x` itself when there is nothing to do).
     """
-    if not (crop_padding > 0 or flip_p > 0 or vflip_p > 0):
-        return x
+    a = draw_augmentation(len(x), crop_padding=crop_padding, flip_p=flip_p, vflip_p=vflip_p,
+                          generator=generator, device=x.device)
+    return x if a is None else apply_augmentation(x, a)
+
+
+def apply_augmentation(x: torch.Tensor, a: Augmentation) -> torch.Tensor:
+    """The images x (N, C, H, W) cropped and flipped as `a` says, channels_last."""
     n, c, h, w = x.shape
-    device = generator.device if generator is not None else x.device
-
-    def draw(sample, *args):
-        return sample(*args, generator=generator, device=device).to(x.device)
-
-    p = crop_padding
-    top = left = torch.zeros(n, dtype=torch.int64, device=x.device)
-    if p > 0:
-        top, left = draw(torch.randint, 2 * p + 1, (n,)), draw(torch.randint, 2 * p + 1, (n,))
+    p, top, left = a.padding, a.top, a.left
     image = torch.arange(n, device=x.device)
     rows = top[:, None] + torch.arange(h, device=x.device)  # each output row's source row
-    if flip_p > 0:
+    if a.flip is not None:
         # A flipped crop is the window of the flipped padded image at the mirrored offset.
-        flip = draw(torch.rand, n) < flip_p
         x = torch.cat([x, x.flip(3)])  # flipped before padding: fewer pixels to move
-        image = torch.where(flip, image + n, image)
-        left = torch.where(flip, 2 * p - left, left)
-    if vflip_p > 0:
-        rows = torch.where((draw(torch.rand, n) < vflip_p)[:, None], rows.flip(1), rows)
+        image = torch.where(a.flip, image + n, image)
+        left = torch.where(a.flip, 2 * p - left, left)
+    if a.vflip is not None:
+        rows = torch.where(a.vflip[:, None], rows.flip(1), rows)
     pixels = F.pad(_pixels(x), (0, 0, p, p, p, p))  # (n, h, w, c): a row is w * c values
     # Every output row is w * c consecutive values of `pixels`: one index_select picks them
     # all from the view of the run starting at every pixel (per-pixel indexing is several
@@ -312,6 +340,11 @@ def augment(x: torch.Tensor, *, crop_padding: int = 0, flip_p: float = 0.0,
     starts = (image[:, None] * padded_h + rows) * padded_w + left[:, None]  # first pixels
     runs = pixels.reshape(-1).unfold(0, w * c, c)
     return runs.index_select(0, starts.reshape(-1)).view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def normalization(mean: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) per channel: a uint8 pixel v normalises to shift + v * scale."""
+    return 1 / (255 * std), -mean / std
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -323,8 +356,9 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     # are (converted as they are read): a float copy of the batch first costs more than the
     # arithmetic. The result is the same to the bit.
     size = (1,) * (x.dim() - 3) + tuple(x.shape[-3:])
-    scale = (1 / (255 * std)).to(x.device)[:, None, None].expand(size)
-    shift = (-mean / std).to(x.device)[:, None, None].expand(size)
+    scale, shift = normalization(mean, std)
+    scale = scale.to(x.device)[:, None, None].expand(size)
+    shift = shift.to(x.device)[:, None, None].expand(size)
     return torch.addcmul(shift.contiguous(memory_format=layout), x,
                          scale.contiguous(memory_format=layout))
 

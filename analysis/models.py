@@ -11,13 +11,11 @@
 
 `build_model(name, **options)` is the one entry point the rest of the code uses.
 """
-import functools
-import os
-import warnings
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from analysis import cpu_ops
 
 ACTIVATIONS = ("relu", "leaky_relu", "swish")
 # relu(max(a, b)) == max(relu(a), relu(b)), gradients included, to the bit. Not leaky ReLU:
@@ -70,132 +68,29 @@ class ShiftingNoise(nn.Module):
         return x * scale + shift
 
 
-# 2x2 max pooling, stride 2, of a channels_last float32 CPU tensor, with the indices
-# max_pool2d_with_indices gives (each maximum's h * W + w in its plane, the first maximum
-# row by row), so that ATen's backward applies. ATen's own channels_last kernel vectorises
-# over channels only, and below 16 of them runs a scalar loop: LeNet-5's first pooling
-# (6 channels) took 0.72 ms of a 7 ms training step at two threads. The loops here run along
-# whole image rows, so they vectorise, and over rows in PyTorch's threads (at::parallel_for:
-# the extension uses the libgomp that torch loaded).
-_POOL_SOURCE = r"""
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <atomic>
-#include <cmath>
-#include <cstring>
-#include <vector>
-
-// Output row i of one image, from input rows `top` and `bottom` (w * c floats each).
-// Returns whether a NaN was seen (the caller then leaves the batch to ATen).
-static bool pool_row(const float* top, const float* bottom, float* out, int64_t* index,
-                     int64_t w, int64_t c, int64_t i, float* col, int64_t* low,
-                     float* pair, int64_t* offset) {
-  const int64_t n = w * c;
-  int64_t nan = 0;
-  for (int64_t t = 0; t < n; ++t) {  // each column of the two rows: the lower value if larger
-    const float a = top[t], b = bottom[t];
-    const int64_t lower = b > a;
-    col[t] = lower ? b : a;
-    low[t] = lower;
-    nan |= (a != a) | (b != b);
-  }
-  for (int64_t t = 0; t + c < n; ++t) {  // each column against the next pixel's
-    const float l = col[t], r = col[t + c];
-    const int64_t lb = low[t], rb = low[t + c];
-    // Row by row, (0, 1) comes before (1, 0): on a tie the right column wins only with
-    // its maximum in the top row and the left one's in the bottom row.
-    const int64_t right = (r > l) | ((r == l) & lb & (rb ^ 1));
-    pair[t] = right ? r : l;
-    offset[t] = right + w * (right ? rb : lb);
-  }
-  for (int64_t j = 0; j < w / 2; ++j) {  // the windows: pairs starting at even pixels
-    std::memcpy(out + j * c, pair + 2 * j * c, c * sizeof(float));
-    for (int64_t k = 0; k < c; ++k) index[j * c + k] = 2 * i * w + 2 * j + offset[2 * j * c + k];
-  }
-  return nan;
-}
-
-std::vector<torch::Tensor> max_pool2x2(torch::Tensor x) {
-  const auto cl = at::MemoryFormat::ChannelsLast;
-  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == torch::kFloat && x.is_contiguous(cl));
-  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-  const int64_t oh = h / 2, ow = w / 2;
-  auto out = torch::empty({n, c, oh, ow}, x.options().memory_format(cl));
-  auto index = torch::empty({n, c, oh, ow}, x.options().dtype(torch::kLong).memory_format(cl));
-  const float* in = x.data_ptr<float>();
-  float* o = out.data_ptr<float>();
-  int64_t* ix = index.data_ptr<int64_t>();
-  std::atomic<bool> nan{false};
-  at::parallel_for(0, n * oh, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> col(w * c), pair(w * c);
-    std::vector<int64_t> low(w * c), offset(w * c);
-    bool seen = false;
-    for (int64_t r = begin; r < end; ++r) {  // output row r: image r / oh, row r % oh
-      const float* top = in + ((r / oh) * h + 2 * (r % oh)) * w * c;
-      seen |= pool_row(top, top + w * c, o + r * ow * c, ix + r * ow * c, w, c, r % oh,
-                       col.data(), low.data(), pair.data(), offset.data());
-    }
-    if (seen) nan = true;
-  });
-  if (nan) {  // which NaN ATen reports is its own rule: let it decide
-    auto both = at::max_pool2d_with_indices(x, {2, 2}, {2, 2});
-    return {std::get<0>(both), std::get<1>(both)};
-  }
-  return {out, index};
-}
-"""
-NO_KERNEL_ENV = "DLBOOK_NO_KERNEL"  # "1": PyTorch's max_pool2d everywhere
-
-
-@functools.cache
-def _pool_kernel():
-    """The compiled pooling loop (built once per machine, about 20 s, then cached by
-    torch.utils.cpp_extension), or None where it cannot be built: then PyTorch's
-    max_pool2d runs, with the same results, more slowly."""
-    if (os.environ.get(NO_KERNEL_ENV) == "1"
-            or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512")):
-        return None
-    try:
-        from torch.utils.cpp_extension import load_inline
-        return load_inline("dlbook_max_pool2x2", cpp_sources=_POOL_SOURCE,
-                           functions=["max_pool2x2"],
-                           extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
-                           extra_ldflags=["-fopenmp"])
-    except Exception as e:  # no compiler, no ninja, no write access: still correct
-        warnings.warn(f"could not build the fast pooling kernel ({type(e).__name__}: {e}); "
-                      "using PyTorch's max_pool2d (same results, slower)", stacklevel=2)
-        return None
-
-
-class _MaxPool2x2(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        out, index = _pool_kernel().max_pool2x2(x)
-        ctx.save_for_backward(x, index)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, index = ctx.saved_tensors
-        return torch.ops.aten.max_pool2d_with_indices_backward(
-            grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, index)
-
-
 class MaxPool2x2(nn.MaxPool2d):
-    """nn.MaxPool2d(2), the same function to the bit, values and gradients; channels_last
-    float32 input on the CPU goes through a compiled loop (`_POOL_SOURCE`), anything else
-    through PyTorch's."""
+    """nn.MaxPool2d(2), the same function to the bit, values and gradients; NCHW float32
+    maps on the CPU go through a compiled kernel (`cpu_ops.max_pool2x2`)."""
 
     def __init__(self):
         super().__init__(2)
 
     def forward(self, x):
-        fast = (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4
-                and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-                and not torch.jit.is_tracing())
-        if fast and _pool_kernel() is not None:
-            return _MaxPool2x2.apply(x)
-        return super().forward(x)
+        out = cpu_ops.max_pool2x2(x)
+        return super().forward(x) if out is None else out
+
+
+class Conv5x5(nn.Conv2d):
+    """nn.Conv2d(c_in, c_out, 5); on the CPU, where its input needs no gradient and its rows
+    suit it (LeNet-5's first layer), through a compiled kernel (`cpu_ops.conv5x5`), whose
+    sums differ from PyTorch's in the last bits."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__(c_in, c_out, 5)
+
+    def forward(self, x):
+        out = cpu_ops.conv5x5(x, self.weight, self.bias)
+        return super().forward(x) if out is None else out
 
 
 class LeNet5(nn.Module):
@@ -208,6 +103,9 @@ class LeNet5(nn.Module):
     the activation), and with `bn_noise > 0` a `ShiftingNoise` follows each BN layer.
     With `dropout > 0`, dropout follows the two hidden fc layers.
     """
+    # Its CPU kernels work on NCHW maps; channels_last weights would turn the second conv's
+    # output, and everything after it, channels_last.
+    memory_format = torch.contiguous_format
 
     def __init__(self, activation="relu", batch_norm=False, dropout=0.0, init="default",
                  bn_noise=0.0):
@@ -232,8 +130,8 @@ class LeNet5(nn.Module):
             return [act(), MaxPool2x2()]
 
         self.features = nn.Sequential(
-            nn.Conv2d(3, 6, 5), norm(6, 2), *act_and_pool(),
-            nn.Conv2d(6, 16, 5), norm(16, 2), *act_and_pool(),
+            Conv5x5(3, 6), norm(6, 2), *act_and_pool(),
+            Conv5x5(6, 16), norm(16, 2), *act_and_pool(),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
@@ -356,6 +254,12 @@ def build_model(name: str, **options) -> nn.Module:
 
         return getattr(torchvision.models, name)(weights=None, **options)
     raise ValueError(f"model must be one of {MODELS}, got {name!r}")
+
+
+def memory_format(model: nn.Module) -> torch.memory_format:
+    """The layout the engine keeps a model's weights and inputs in: channels_last (oneDNN's
+    and cuDNN's faster one) unless the model says otherwise (LeNet-5's CPU kernels)."""
+    return getattr(model, "memory_format", torch.channels_last)
 
 
 def count_params(model: nn.Module) -> int:

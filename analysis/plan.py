@@ -188,9 +188,14 @@ def _compute_modules(code: str) -> list[str]:
 
 
 def code_fingerprint(nb_path: Path) -> dict:
+    """Hashes of a notebook's code and of the modules it runs, with the C++ source a module
+    compiles (`cpu_ops.cpp` beside `cpu_ops.py`)."""
     code = _code_source(nb_path)
-    files = {m: hashlib.sha256((PACKAGE_DIR / f"{m}.py").read_bytes()).hexdigest()
-             for m in _compute_modules(code)}
+    files = {}
+    for m in _compute_modules(code):
+        for source in (PACKAGE_DIR / f"{m}.py", PACKAGE_DIR / f"{m}.cpp"):
+            if source.exists():
+                files[source.name] = hashlib.sha256(source.read_bytes()).hexdigest()
     return {"notebook": hashlib.sha256(code.encode()).hexdigest(), "modules": files}
 
 

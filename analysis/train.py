@@ -1,20 +1,23 @@
 """The training engine: `train(config)` turns a plain config dict into metrics.
 
 Speed comes from the data path (after KellerJordan/airbench): every split is
-one uint8 tensor on the training device, channels_last like the models, each epoch
+one uint8 tensor on the training device, channels_last, each epoch
 draws one permutation, batches are augmented and normalized as whole tensors, and
 evaluation runs in batches without autograd. Metrics are accumulated as tensors and read
 once per epoch, so nothing waits on the device step by step. Models run in
 channels_last memory format, which is faster on CPU (oneDNN) as on GPU; on
 CUDA the forward pass also runs under bf16 autocast. On the CPU the process keeps the
-memory it frees (`keep_freed_memory`), and LeNet-5's poolings run through a compiled loop
-(`models.MaxPool2x2`). Everything else is one
+memory it frees (`keep_freed_memory`), a compiled kernel crops, flips and normalises each
+batch in one pass, and LeNet-5 (kept in the default layout) runs its first convolution,
+its convolutions' weight gradients and its poolings through compiled kernels
+(`cpu_ops`). Everything else is one
 code path, so the CPU tests cover the CUDA logic but for device selection.
 The step's phases carry profiler labels (`phase`); benchmarks/bench_train.py
 prints where the time goes, and bench_candidates.py what the speed-ups not
 taken here (torch.compile, batched seeds, ...) would gain.
 
-On CPU, the same config gives identical metrics run after run: the config
+On CPU, the same config gives identical metrics run after run, whatever the number of
+threads for LeNet-5: the config
 seed seeds the model initialisation (and dropout), and a torch.Generator
 seeded likewise draws the batch order and the augmentations.
 """
@@ -33,16 +36,19 @@ from torch import nn
 from torch.profiler import record_function as phase  # labels for bench_train's profile
 from tqdm import tqdm
 
+from analysis import cpu_ops
 from analysis.data import (
     Cifar10,
-    augment,
+    apply_augmentation,
     channels_last,
+    draw_augmentation,
     load_cifar10,
+    normalization,
     normalize,
     stratified_split,
     take,
 )
-from analysis.models import ACTIVATIONS, INITS, build_model, count_params
+from analysis.models import ACTIVATIONS, INITS, build_model, count_params, memory_format
 from analysis.probes import dead_units, flat_parameters, update_ratio
 
 DEFAULTS = {
@@ -277,7 +283,8 @@ def prepare(config: dict, data: Cifar10, device: torch.device) -> Engine:
 
     torch.manual_seed(cfg["seed"])
     options = {k: cfg[k] for k in LENET_OPTIONS} if cfg["model"] == "lenet5" else {}
-    model = build_model(cfg["model"], **options).to(device, memory_format=torch.channels_last)
+    model = build_model(cfg["model"], **options)
+    model = model.to(device, memory_format=memory_format(model))
     # fused: one kernel updates every parameter, instead of a handful of ops per tensor.
     if cfg["optimizer"] == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
@@ -314,6 +321,20 @@ def _inputs(x: torch.Tensor, data: Cifar10) -> torch.Tensor:
     return normalize(x, data.mean, data.std).contiguous(memory_format=torch.channels_last)
 
 
+def _training_batch(engine: Engine, idx: torch.Tensor) -> torch.Tensor:
+    """Training images idx, augmented, normalised, in the layout the model wants: in one
+    pass of a compiled kernel on the CPU, the same values as the tensor operations."""
+    cfg, data = engine.config, engine.data
+    a = draw_augmentation(len(idx), crop_padding=cfg["crop_padding"], flip_p=cfg["flip_p"],
+                          vflip_p=cfg["vflip_p"], generator=engine.generator,
+                          device=data.train_x.device)
+    x = cpu_ops.augment_normalize(data.train_x, idx, a, *normalization(data.mean, data.std))
+    if x is None:
+        x = take(data.train_x, idx)
+        x = _inputs(x if a is None else apply_augmentation(x, a), data)
+    return x.contiguous(memory_format=memory_format(engine.model))
+
+
 def train_epoch(engine: Engine, epoch: int) -> dict:
     """One pass over the (subset) train split: train_loss, train_acc, lr, update_ratio,
     diverged_step.
@@ -343,10 +364,8 @@ def train_epoch(engine: Engine, epoch: int) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         with phase("augment"):
-            x = augment(take(data.train_x, idx), crop_padding=cfg["crop_padding"],
-                        flip_p=cfg["flip_p"], vflip_p=cfg["vflip_p"], generator=engine.generator)
+            x = _training_batch(engine, idx)
             y = data.train_y.index_select(0, idx)
-            x = _inputs(x, data)
         with phase("forward"), _autocast(device):
             out = model(x)
             loss = F.cross_entropy(out, y, label_smoothing=cfg["label_smoothing"])

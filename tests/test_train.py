@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from analysis import results
+from analysis import cpu_ops, results
 from analysis.models import build_model
 from analysis.train import (
     DEFAULTS,
@@ -241,11 +241,11 @@ def test_checkpoints_keep_every_epoch_and_are_saved_and_loaded(fake_data, tmp_pa
     assert run(fake_data, epochs=1, subset=200)["checkpoints"] is None
 
 
-def test_the_engine_trains_as_a_plain_loop_does(fake_data):
-    """The engine's fast path (channels_last, whole-batch augmentation by index arithmetic,
+def test_the_engine_trains_as_a_plain_loop_does(fake_data, monkeypatch):
+    """The engine's fast path (compiled CPU kernels for the batch and LeNet-5's layers,
     fused SGD) against a plain loop from the same weights, over the same batches and random
-    draws: one image at a time cropped and flipped, normalised as torchvision does, an
-    unfused SGD, in the default memory format."""
+    draws: one image at a time cropped and flipped, normalised as torchvision does, PyTorch's
+    own layers, an unfused SGD, in the default memory format."""
     cfg = validate_config({**CPU, "crop_padding": 4, "flip_p": 0.5, "vflip_p": 0.5, "lr": 0.05,
                            "seed": 3})
     engine = prepare(cfg, fake_data, torch.device("cpu"))
@@ -253,6 +253,7 @@ def test_the_engine_trains_as_a_plain_loop_does(fake_data):
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
                                 weight_decay=cfg["weight_decay"], foreach=False)
     stats = train_epoch(engine, 1)
+    monkeypatch.setattr(cpu_ops, "kernels", lambda: None)  # the plain loop: PyTorch's layers
 
     # The engine's generator draws, per epoch, the batch order, then per batch the crop
     # offsets (top, then left), the horizontal flips, the vertical flips.
