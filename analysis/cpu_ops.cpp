@@ -209,7 +209,7 @@ std::vector<torch::Tensor> conv5x5_weight_grad(torch::Tensor x, torch::Tensor g)
         const float* gi = gp + i * c_out * oh * ow;
         // Register tiles of up to 30 accumulators (of 32 registers with AVX-512, 16 without).
         if (nl == 1) weight_grad_image<1, V == 16 ? 6 : 3>(xi, gi, acc, c_in, c_out, wd, oh, ow);
-        else if (V == 16) weight_grad_image<2, 3>(xi, gi, acc, c_in, c_out, wd, oh, ow);
+        else if (V == 16) weight_grad_image<2, 2>(xi, gi, acc, c_in, c_out, wd, oh, ow);
         else weight_grad_image<2, 1>(xi, gi, acc, c_in, c_out, wd, oh, ow);
         vec* bias_acc = acc + c_out * K * nl;
         for (int64_t o = 0; o < c_out; ++o) {

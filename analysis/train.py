@@ -16,8 +16,7 @@ The step's phases carry profiler labels (`phase`); benchmarks/bench_train.py
 prints where the time goes, and bench_candidates.py what the speed-ups not
 taken here (torch.compile, batched seeds, ...) would gain.
 
-On CPU, the same config gives identical metrics run after run, whatever the number of
-threads for LeNet-5: the config
+On CPU, the same config gives identical metrics run after run: the config
 seed seeds the model initialisation (and dropout), and a torch.Generator
 seeded likewise draws the batch order and the augmentations.
 """
@@ -317,8 +316,15 @@ def _autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def _inputs(x: torch.Tensor, data: Cifar10) -> torch.Tensor:
-    return normalize(x, data.mean, data.std).contiguous(memory_format=torch.channels_last)
+def _inputs(x: torch.Tensor, data: Cifar10,
+            layout: torch.memory_format = torch.channels_last) -> torch.Tensor:
+    """uint8 images -> the normalised float32 batch a model takes, in `layout` (a compiled
+    kernel on the CPU; the same values)."""
+    out = cpu_ops.augment_normalize(x, torch.arange(len(x)), None,
+                                    *normalization(data.mean, data.std))
+    if out is None:
+        out = normalize(x, data.mean, data.std)
+    return out.contiguous(memory_format=layout)
 
 
 def _training_batch(engine: Engine, idx: torch.Tensor) -> torch.Tensor:
@@ -407,7 +413,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for xb, yb in zip(x.split(EVAL_BATCH), y.split(EVAL_BATCH), strict=True):
         with _autocast(x.device):
-            out = model(_inputs(xb, data))
+            out = model(_inputs(xb, data, memory_format(model)))
         loss += F.cross_entropy(out.float(), yb, reduction="sum")
         correct += (out.argmax(1) == yb).sum()
     return loss.item() / len(y), correct.item() / len(y)
@@ -557,7 +563,7 @@ def _dead(engine: Engine) -> dict:
     activates it (tf-06 follows this through training)."""
     if engine.config["model"] != "lenet5":
         return {}
-    x = _inputs(engine.data.val_x[:DEAD_PROBE], engine.data)
+    x = _inputs(engine.data.val_x[:DEAD_PROBE], engine.data, memory_format(engine.model))
     return {f"dead_{layer}": fraction for layer, fraction in dead_units(engine.model, x).items()}
 
 
