@@ -22,6 +22,7 @@ CPU's vector width, and cached by torch.utils.cpp_extension. DLBOOK_NO_KERNEL=1,
 without AVX2 or a failed build (a warning says why) leave every layer to PyTorch.
 """
 import functools
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -42,7 +43,15 @@ def kernels():
     if os.environ.get(NO_KERNEL_ENV) == "1" or capability not in ("AVX2", "AVX512"):
         return None
     try:
-        from torch.utils.cpp_extension import load
+        # Importing it looks for CUDA and, on a machine with a CUDA toolkit but no GPU,
+        # warns that it found none: nothing these CPU kernels need.
+        quiet = logging.getLogger("torch.utils.cpp_extension")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            from torch.utils.cpp_extension import load
+        finally:
+            quiet.setLevel(level)
         # One build per instruction set: a cache shared by two kinds of CPU keeps both.
         return load(f"dlbook_cpu_ops_{capability.lower()}", [str(_SOURCE)],
                     extra_cflags=["-O3", "-ffp-contract=off", "-mavx2", "-mfma", "-fopenmp"]
