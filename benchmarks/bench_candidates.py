@@ -2,8 +2,10 @@
 engine's own way in one process, in interleaved rounds (medians), on LeNet-5 batches of
 real CIFAR-10 images with the engine's recipe (crop 4, flip 0.5, SGD momentum 0.9).
 
-- memory format: the engine's channels_last against PyTorch's default (contiguous), for a
-  training step (forward, backward, optimizer) on the same batch;
+- layers and memory format: the engine's LeNet-5 (default layout, compiled CPU kernels,
+  `analysis.cpu_ops`) against PyTorch's own layers in channels_last (the engine before the
+  kernels) and in the default layout, for a training step (forward, backward, optimizer)
+  on the same batch;
 - bfloat16 autocast on the CPU (as the engine does on CUDA), which changes results by more
   than float32 rounding;
 - torch.compile (inductor, default mode) of the model: its compile time, its training step,
@@ -27,12 +29,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from analysis import train
+from analysis import cpu_ops, train
 from analysis.data import augment, load_cifar10
-from analysis.models import build_model
+from analysis.models import build_model, memory_format
 from analysis.probes import flat_parameters, update_ratio
 
 CL = torch.channels_last
+ENGINE = memory_format(build_model("lenet5"))  # the layout the engine keeps LeNet-5 in
 
 
 def interleaved(candidates: dict, rounds: int = 15, calls: int = 5) -> dict:
@@ -60,13 +63,13 @@ def report(title: str, ms: dict, per: str = "step") -> None:
 
 
 def batches(data, count: int, size: int = 128, seed: int = 0) -> list:
-    """`count` normalised, augmented batches (channels_last) with their labels."""
+    """`count` normalised, augmented batches (in the engine's layout) with their labels."""
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(count):
         idx = torch.randint(0, len(data.train_y), (size,), generator=g)
         x = augment(data.train_x.index_select(0, idx), crop_padding=4, flip_p=0.5, generator=g)
-        out.append((train._inputs(x, data), data.train_y.index_select(0, idx)))
+        out.append((train._inputs(x, data, ENGINE), data.train_y.index_select(0, idx)))
     return out
 
 
@@ -92,7 +95,19 @@ def stepper(model, batch, optimizer_kind: str = "fused", ratio: bool = False,
     return step
 
 
-def lenet(fmt=CL, seed: int = 0):
+def without_kernels(step):
+    """`step` with PyTorch's layers only (as DLBOOK_NO_KERNEL=1 runs)."""
+    def run():
+        kernels = cpu_ops.kernels
+        cpu_ops.kernels = lambda: None
+        try:
+            step()
+        finally:
+            cpu_ops.kernels = kernels
+    return run
+
+
+def lenet(fmt=ENGINE, seed: int = 0):
     torch.manual_seed(seed)
     return build_model("lenet5").to(memory_format=fmt)
 
@@ -196,10 +211,12 @@ def main(argv=None):
     data = load_cifar10(args.data_dir)
     batch = batches(data, 1)[0]
 
-    report("memory format (training step)", interleaved({
-        "channels_last (engine)": stepper(lenet(), batch),
-        "contiguous": stepper(lenet(torch.contiguous_format),
-                              (batch[0].contiguous(), batch[1]))}))
+    report("layers and memory format (training step)", interleaved({
+        "compiled kernels, default layout (engine)": stepper(lenet(), batch),
+        "PyTorch's layers, channels_last": without_kernels(stepper(
+            lenet(CL), (batch[0].contiguous(memory_format=CL), batch[1]))),
+        "PyTorch's layers, default layout": without_kernels(stepper(
+            lenet(torch.contiguous_format), (batch[0].contiguous(), batch[1])))}))
     report("bfloat16 autocast (training step; moves results beyond float32 tolerance)",
            interleaved({"float32 (engine)": stepper(lenet(), batch),
                         "bfloat16 autocast": stepper(lenet(), batch, bf16=True)}))
