@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp):
         sp.add_argument("--profile", choices=(*PROFILES, "auto"), default=None,
                         help="smoke (minutes, tiny data), cpu (real data, <=45 min on 2 cores), "
-                        "full (reference protocols, 3-5 seeds, one GPU), auto (full with CUDA, "
+                        "full (reference protocols, 3-10 seeds, one GPU), auto (full with CUDA, "
                         "else cpu). Default: Quarto's --profile when it names one, else "
                         "$DLBOOK_PROFILE, else auto.")
         sp.add_argument("--only", nargs="+", metavar="ID", default=None,

@@ -1,14 +1,18 @@
 // CPU kernels for LeNet-5's small layers, where oneDNN and ATen leave most of the machine
 // idle: oneDNN vectorises a convolution over its channels, 16 at a time with AVX-512, so a
-// layer with 3 input and 6 output channels runs at 6/16 of its speed; ATen's max pooling
-// on contiguous (NCHW) planes is a scalar loop. These vectorise along image rows instead.
-// Built by analysis/cpu_ops.py (torch.utils.cpp_extension) for the CPU it runs on.
+// layer with 6 output channels (LeNet-5's first; the second's input gradient) uses 6/16 of
+// every vector; ATen's max pooling on contiguous (NCHW) planes is a scalar loop. These
+// vectorise along image rows instead. Built by analysis/cpu_ops.py
+// (torch.utils.cpp_extension) for the instruction set of the CPU it runs on.
 //
-// - conv5x5_forward / conv5x5_weight_grad: a 5x5 convolution, stride 1, no padding, on
-//   NCHW float32 images whose output rows are 1 to 4 vectors long (LeNet-5's first layer:
-//   28 outputs a row). Sums run in a fixed order, whatever the thread count.
+// - conv5x5_forward: a 5x5 convolution, stride 1, no padding, of NCHW float32 images whose
+//   output rows are 1 to 4 vectors long (LeNet-5's first layer: 28 outputs a row).
+// - conv5x5_weight_grad: its weight and bias gradients, from channels_last images with up to
+//   2 vectors of floats in a 5-pixel window row (LeNet-5's 3 and 6 channels with AVX-512).
+//   Sums run in a fixed order, whatever the thread count.
 // - max_pool2x2: 2x2 max pooling, stride 2, of NCHW float32 images, with the values and
 //   indices at::max_pool2d_with_indices gives (so that ATen's backward applies).
+// - augment_normalize: a training batch taken, cropped, flipped and normalised in one pass.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -115,10 +119,16 @@ static void check(const torch::Tensor& x, const torch::Tensor& w) {
   TORCH_CHECK(conv5x5_supports(x.size(3)) && x.size(2) >= K, "conv5x5: unsupported width");
 }
 
+static void check_bias(const torch::Tensor& bias, int64_t c_out) {
+  TORCH_CHECK(bias.dim() == 1 && bias.numel() == c_out && bias.is_contiguous() &&
+              bias.scalar_type() == torch::kFloat, "conv5x5: bias must be float32 (c_out,)");
+}
+
 torch::Tensor conv5x5_forward(torch::Tensor x, torch::Tensor w, torch::Tensor bias) {
   check(x, w);
   const int64_t n = x.size(0), c_in = x.size(1), h = x.size(2), wd = x.size(3);
   const int64_t c_out = w.size(0), oh = h - K + 1, ow = wd - K + 1;
+  check_bias(bias, c_out);
   auto out = torch::empty({n, c_out, oh, ow}, x.options());
   const float *in = x.data_ptr<float>(), *wp = w.data_ptr<float>(), *b = bias.data_ptr<float>();
   float* o = out.data_ptr<float>();
