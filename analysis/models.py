@@ -81,9 +81,10 @@ class MaxPool2x2(nn.MaxPool2d):
 
 
 class Conv5x5(nn.Conv2d):
-    """nn.Conv2d(c_in, c_out, 5); on the CPU, where its input needs no gradient and its rows
-    suit it (LeNet-5's first layer), through a compiled kernel (`cpu_ops.conv5x5`), whose
-    sums differ from PyTorch's in the last bits."""
+    """nn.Conv2d(c_in, c_out, 5); on the CPU, with up to 6 input channels (LeNet-5's two
+    layers), its weight gradient and, where its rows suit it (the first layer), its forward
+    pass through compiled kernels (`cpu_ops.conv5x5`), whose sums differ from PyTorch's in
+    the last bits."""
 
     def __init__(self, c_in, c_out):
         super().__init__(c_in, c_out, 5)

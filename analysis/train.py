@@ -337,7 +337,7 @@ def _training_batch(engine: Engine, idx: torch.Tensor) -> torch.Tensor:
     x = cpu_ops.augment_normalize(data.train_x, idx, a, *normalization(data.mean, data.std))
     if x is None:
         x = take(data.train_x, idx)
-        x = _inputs(x if a is None else apply_augmentation(x, a), data)
+        x = normalize(x if a is None else apply_augmentation(x, a), data.mean, data.std)
     return x.contiguous(memory_format=memory_format(engine.model))
 
 
